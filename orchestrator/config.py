@@ -1,0 +1,105 @@
+"""Experiment configs: YAML files in ``experiments/`` plus dotted ``key=value`` overrides.
+
+A YAML file may hold, beside the config fields, ``profiles: {name: {dotted.key: value}}``
+(e.g. a ``smoke`` profile that shrinks a GPU config to a CPU run) and ``sweep:`` (grid
+axes, read by ``orchestrator.sweep``). Precedence: dataclass defaults < file < profile <
+command-line overrides. The resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from viewcoop_core.config import ConfigError, ExperimentConfig
+
+RESERVED_KEYS = ("profiles", "sweep")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.epochs=3"`` -> ("train.epochs", 3); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like dotted.key=value (e.g. train.epochs=3)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for key "a.b", creating nested dicts."""
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """A copy of ``tree`` with dotted overrides (a mapping or ``key=value`` strings) applied."""
+    tree = copy.deepcopy(tree)
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(tree, key, value)
+    return tree
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist (configs live in experiments/*.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    profile: str | None = None,
+) -> ExperimentConfig:
+    """Defaults, then the YAML file, then ``profiles[profile]``, then overrides; validated."""
+    raw = read_yaml(path) if path else {}
+    tree = {k: v for k, v in raw.items() if k not in RESERVED_KEYS}
+    if profile:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise ConfigError(f"profile {profile!r} not in {path}; it has {sorted(profiles)}")
+        tree = apply_overrides(tree, profiles[profile] or {})
+    tree = apply_overrides(tree, overrides or [])
+    return ExperimentConfig.from_dict(tree)
+
+
+def sweep_axes(path: str | Path) -> dict[str, list[Any]]:
+    """The ``sweep:`` section of a config file: dotted key -> list of grid values."""
+    axes = read_yaml(path).get("sweep") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError(f"'sweep' in {path} must map dotted keys to non-empty lists of values")
+    return axes
+
+
+def save_resolved(config: ExperimentConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their string form (MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

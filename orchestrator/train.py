@@ -1,0 +1,190 @@
+"""Driver side of one training: data check, Ray, the clustering actor, TorchTrainer, MLflow.
+
+Re-running with the same ``run_name`` and ``ray.storage_path`` resumes: Ray Train V2
+restores its checkpoint manager from storage, the workers continue at the next epoch and
+rank 0 continues the MLflow run whose id the checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from mlflow.tracking import MlflowClient
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from orchestrator.actors import actor_name, start_clustering_actor
+from orchestrator.config import flatten, save_resolved
+from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.data.synthetic import make_synthetic
+from workers.epoch import load_dataset
+from workers.tracking import RUN_NAME_TAG, resolve_tracking_uri
+from workers.train_loop import train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+RESULT_METRICS = ("mAP", "R1", "R5", "R10")
+
+
+@dataclass
+class TrainingOutcome:
+    run_name: str
+    run_dir: Path
+    mlflow_run_id: str | None
+    tracking_uri: str
+    metrics: dict[str, float]
+    checkpoint_path: str | None
+    history: list[dict[str, float]]
+
+
+def default_run_name(cfg: ExperimentConfig) -> str:
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def ensure_dataset(cfg: ExperimentConfig) -> None:
+    """Draw the synthetic set when it is the chosen dataset and not there yet."""
+    root = Path(cfg.data.root)
+    if cfg.data.dataset != "synthetic" or (root / "image_train").is_dir():
+        return
+    syn = cfg.data.synthetic
+    logger.info("drawing the synthetic set into %s", root)
+    make_synthetic(
+        root,
+        num_ids=syn.num_ids,
+        num_cameras=syn.num_cameras,
+        seed=syn.seed,
+        images_per_camera=syn.images_per_camera,
+        image_size=(syn.image_size, syn.image_size),
+    )
+
+
+def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (a cluster, "auto") or start a local instance."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": True}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Workers may start in another directory: pin relative data and storage paths."""
+    tree = cfg.to_dict()
+    tree["data"]["root"] = str(Path(cfg.data.root).resolve())
+    if cfg.data.masks_dir:
+        tree["data"]["masks_dir"] = str(Path(cfg.data.masks_dir).resolve())
+    if "://" not in cfg.ray.storage_path:
+        tree["ray"]["storage_path"] = str(Path(cfg.ray.storage_path).resolve())
+    return ExperimentConfig.from_dict(tree)
+
+
+def train_loop_config(
+    cfg: ExperimentConfig, run_name: str, run_dir: Path, tracking_uri: str, parent_run_id: str | None
+) -> dict[str, Any]:
+    resolved_path = save_resolved(cfg, run_dir / "config.yaml")
+    return {
+        "experiment": cfg.to_dict(),
+        "run_name": run_name,
+        "run_dir": str(run_dir),
+        "actor_name": actor_name(run_name),
+        "namespace": cfg.ray.namespace,
+        "resolved_config_path": str(resolved_path),
+        "flat_params": flatten(cfg.to_dict()),
+        "mlflow": {
+            "tracking_uri": tracking_uri,
+            "experiment": cfg.tracking.experiment,
+            "parent_run_id": parent_run_id,
+            "artifact_root": str(Path(cfg.ray.storage_path) / "mlartifacts") if "://" not in cfg.ray.storage_path else None,
+        },
+    }
+
+
+def build_trainer(cfg: ExperimentConfig, loop_config: dict[str, Any], run_name: str) -> TorchTrainer:
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.ray.num_workers,
+            use_gpu=cfg.ray.use_gpu,
+            resources_per_worker={"CPU": cfg.ray.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=cfg.ray.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    num_cpus: int | None = None,
+) -> TrainingOutcome:
+    """Train one configuration to the end (or resume it) and return its final figures."""
+    ensure_dataset(cfg)
+    cfg = absolute_paths(cfg)
+    run_name = run_name or default_run_name(cfg)
+    run_dir = Path(cfg.ray.storage_path) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.ray.storage_path)
+    init_ray(cfg.ray.address, cfg.ray.namespace, num_cpus)
+
+    dataset = load_dataset(cfg)
+    true_ids = np.array([s.pid for s in dataset.train], dtype=np.int64)
+    actor = start_clustering_actor(cfg, run_name, len(dataset.train), true_ids, cfg.ray.namespace)
+    loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, parent_run_id)
+    try:
+        result = build_trainer(cfg, loop_config, run_name).fit()
+    finally:
+        ray.kill(actor)
+    run_id = find_run_id(tracking_uri, cfg.tracking.experiment, run_name)
+    history = metric_history(tracking_uri, run_id) if run_id else []
+    if result.error is not None:
+        raise result.error
+    return TrainingOutcome(
+        run_name=run_name,
+        run_dir=run_dir,
+        mlflow_run_id=run_id,
+        tracking_uri=tracking_uri,
+        metrics=dict(result.metrics or {}),
+        checkpoint_path=None if result.checkpoint is None else result.checkpoint.path,
+        history=history,
+    )
+
+
+def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str | None:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def metric_history(tracking_uri: str, run_id: str) -> list[dict[str, float]]:
+    """One row per epoch that evaluated: epoch, mAP, R1, R5, R10 and clustering figures."""
+    client = MlflowClient(tracking_uri)
+    columns = RESULT_METRICS + ("img_clusters", "txt_clusters", "img_ari", "txt_ari")
+    rows: dict[int, dict[str, float]] = {}
+    for key in columns:
+        for m in client.get_metric_history(run_id, key):
+            rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
+    return [rows[e] for e in sorted(rows) if "mAP" in rows[e]]
+
+
+def tracking_ui_hint(tracking_uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"

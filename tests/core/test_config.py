@@ -1,0 +1,111 @@
+"""Config composition: defaults < YAML < profile < dotted overrides, validated by field name."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import apply_overrides, flatten, load_config, parse_override, save_resolved, sweep_axes
+from viewcoop_core.config import ConfigError, ExperimentConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_follow_the_paper():
+    cfg = ExperimentConfig()
+    assert (cfg.model.name, cfg.model.image_size) == ("ViT-B-16", 256)
+    assert (cfg.train.epochs, cfg.train.iters, cfg.train.batch_size, cfg.train.num_instances) == (50, 600, 64, 4)
+    assert (cfg.cluster.eps, cfg.cluster.min_samples, cfg.cluster.k1, cfg.cluster.k2) == (0.6, 4, 30, 6)
+    assert cfg.graph.tau == [1, 2]
+    assert cfg.loss.terms == ["v", "t", "g", "cm"]
+    assert (cfg.optim.step_size, cfg.optim.gamma) == (20, 0.1)
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("train.epochs=3") == ("train.epochs", 3)
+    assert parse_override("graph.tau=[1, 2]") == ("graph.tau", [1, 2])
+    assert parse_override("model.pretrained=null") == ("model.pretrained", None)
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_override("train.epochs")
+
+
+def test_precedence_file_profile_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "train": {"epochs": 10, "iters": 5},
+                "profiles": {"smoke": {"train.epochs": 2, "model.name": "viewcoop-tiny"}},
+                "sweep": {"graph.tau": ["0", "1or2"]},
+            }
+        )
+    )
+    assert load_config(path).train.epochs == 10
+    smoke = load_config(path, profile="smoke")
+    assert (smoke.train.epochs, smoke.model.name, smoke.train.iters) == (2, "viewcoop-tiny", 5)
+    assert load_config(path, ["train.epochs=7"], profile="smoke").train.epochs == 7
+    assert sweep_axes(path) == {"graph.tau": ["0", "1or2"]}
+    with pytest.raises(ConfigError, match="profile 'gpu'"):
+        load_config(path, profile="gpu")
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("prompt.variant=foo", "prompt.variant"),
+        ("views.patch_size=12", "views.patch_size"),
+        ("graph.tau=[3]", "graph.tau"),
+        ("loss.terms=[x]", "loss.terms"),
+        ("cluster.backend=faiss", "cluster.backend"),
+        ("train.batch_size=30", "train.batch_size"),
+        ("train.epoch=3", "train.epoch"),
+        ("train.epochs=three", "train.epochs"),
+        ("data.dataset=market", "data.dataset"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+def test_tau_and_patch_size_forms():
+    assert load_config(overrides=["graph.tau=2"]).graph.tau == [2]
+    assert load_config(overrides=["graph.tau='0'"]).graph.tau == [0]
+    assert load_config(overrides=["views.patch_size=pixel"]).views.patch_pixels is None
+    assert load_config(overrides=["views.patch_size=32"]).views.patch_pixels == 32
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(overrides=["train.epochs=3", "graph.tau=[0]", "loss.terms=baseline"])
+    path = save_resolved(cfg, tmp_path / "config.yaml")
+    again = load_config(path)
+    assert again == cfg
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_flatten_and_apply_overrides_do_not_mutate():
+    tree = {"a": {"b": 1}}
+    assert apply_overrides(tree, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
+    assert tree == {"a": {"b": 1}}
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}}) == {"a.b": 1, "a.c.d": [1, 2]}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(path)
+    profiles = (yaml.safe_load(path.read_text()) or {}).get("profiles") or {}
+    for profile in profiles:
+        load_config(path, profile=profile)
+
+
+def test_core_never_imports_ray():
+    code = (
+        "import sys, importlib, pkgutil, viewcoop_core\n"
+        "for m in pkgutil.walk_packages(viewcoop_core.__path__, 'viewcoop_core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert 'ray' not in sys.modules, [k for k in sys.modules if k.startswith('ray')]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

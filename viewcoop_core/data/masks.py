@@ -1,0 +1,114 @@
+"""View masks: where they live, attaching them to samples, reading them.
+
+A view mask is a single-channel PNG the size of its image whose pixels say which
+side of the vehicle they show. The ViewCoOp prompt states the proportion of each
+view, so every training image needs one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from viewcoop_core.data.types import ReidSample
+
+logger = logging.getLogger(__name__)
+
+VIEW_LABELS: dict[int, str] = {0: "background", 1: "front", 2: "back", 3: "top", 4: "side"}
+NUM_VIEW_CLASSES = len(VIEW_LABELS)
+_LEGEND = ", ".join(f"{value} {name}" for value, name in VIEW_LABELS.items())
+_MAX_LISTED = 5
+
+
+class MissingMasksError(FileNotFoundError):
+    """Some images that need a view mask have none in the masks folder."""
+
+
+def mask_path_for(masks_dir: str | os.PathLike[str], image_path: str | os.PathLike[str]) -> Path:
+    """The mask of ``image_path``: ``masks_dir/<image stem>.png``."""
+    return Path(masks_dir) / f"{Path(image_path).stem}.png"
+
+
+def _existing_mask_names(masks_dir: Path) -> set[str]:
+    # One directory listing instead of one stat per image: VehicleID has 100k+ images.
+    if not masks_dir.is_dir():
+        return set()
+    with os.scandir(masks_dir) as entries:
+        return {entry.name for entry in entries if entry.is_file()}
+
+
+def _missing_masks_message(missing: list[Path], total: int, masks_dir: Path) -> str:
+    listed = ", ".join(path.name for path in missing[:_MAX_LISTED])
+    more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+    folder_note = "" if masks_dir.is_dir() else f" (the folder {masks_dir} does not exist)"
+    return (
+        f"{len(missing)} of {total} images have no view mask in {masks_dir}{folder_note}; "
+        f"missing: {listed}{more}. The ViewCoOp prompt states the front/back/side/top "
+        f"proportions of each image, so it needs a view mask per image, expected at "
+        f"<masks_dir>/<image stem>.png: a single-channel PNG the size of the image with "
+        f"values {_LEGEND}. The synthetic generator writes these masks itself; for "
+        f"VeRi-776 and VehicleID none are distributed, they must be produced by a "
+        f"view-parsing model and written to that folder."
+    )
+
+
+def attach_masks(
+    samples: Sequence[ReidSample],
+    masks_dir: str | os.PathLike[str],
+    required: bool = True,
+) -> list[ReidSample]:
+    """Copies of ``samples`` with ``mask_path`` set to ``masks_dir/<image stem>.png``.
+
+    With ``required=True`` every sample must have its mask, else ``MissingMasksError``
+    says how many are missing and where masks come from. With ``required=False``
+    samples without a mask keep ``mask_path=None``.
+    """
+    masks_dir = Path(masks_dir)
+    present = _existing_mask_names(masks_dir)
+    attached: list[ReidSample] = []
+    missing: list[Path] = []
+    for sample in samples:
+        mask_path = mask_path_for(masks_dir, sample.path)
+        if mask_path.name in present:
+            attached.append(dataclasses.replace(sample, mask_path=str(mask_path)))
+        else:
+            missing.append(mask_path)
+            attached.append(sample)
+    if missing and required:
+        raise MissingMasksError(_missing_masks_message(missing, len(samples), masks_dir))
+    if missing:
+        logger.info(
+            "%d of %d images have no view mask in %s", len(missing), len(samples), masks_dir
+        )
+    return attached
+
+
+def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a view mask as ``uint8[H, W]`` with values in 0..4 (see ``VIEW_LABELS``).
+
+    Palette PNGs are read as their palette indices, which is how label maps are
+    usually saved; RGB images are refused rather than guessed at.
+    """
+    with Image.open(path) as image:
+        mask = np.asarray(image)
+    if mask.ndim != 2:
+        raise ValueError(
+            f"view mask {path} has shape {mask.shape}; expected a single-channel image "
+            f"(H, W) with values {_LEGEND}"
+        )
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
+        raise ValueError(f"view mask {path} has dtype {mask.dtype}; expected integer labels")
+    values = np.unique(mask)
+    invalid = values[(values < 0) | (values >= NUM_VIEW_CLASSES)]
+    if invalid.size:
+        raise ValueError(
+            f"view mask {path} contains values {invalid.tolist()} outside 0..{NUM_VIEW_CLASSES - 1}; "
+            f"expected {_LEGEND}"
+        )
+    return np.ascontiguousarray(mask, dtype=np.uint8)

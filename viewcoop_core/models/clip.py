@@ -1,0 +1,385 @@
+"""CLIP backbone factory and the two encoder entry points the method needs.
+
+``build_clip`` wraps ``open_clip.create_model`` (random init, a local weights file or an
+open_clip pretrained tag) and forces the vision input size (256x256 for vehicles by
+default). ``encode_image`` returns the projected CLS feature used for re-id together
+with the patch tokens projected the same way. ``encode_text_embeddings`` runs CLIP's
+text tower on token *embeddings* rather than token ids, which is what prompt learning
+needs: learnable context vectors are spliced into the embedded sentence before the
+transformer.
+
+A tiny architecture (``viewcoop-tiny``) is registered on demand so that tests and the
+CPU demo can build a real open_clip CLIP with the real 49,408-token BPE vocabulary and
+77-token context in well under a second, without any download.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import resize_pos_embed
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_NAME = "viewcoop-tiny"
+TINY_MODEL_CONFIG: dict = {
+    "embed_dim": 64,
+    "vision_cfg": {
+        "image_size": 128,
+        "layers": 2,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 16,
+    },
+    "text_cfg": {
+        # The real CLIP vocabulary and context length, so the real tokenizer applies.
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": 32,
+        "heads": 2,
+        "layers": 2,
+    },
+}
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+_TEXT_POOL_AT_EOT = ("argmax", "eos")
+
+_registry_lock = threading.Lock()
+
+
+@dataclass
+class ClipBundle:
+    """A built CLIP model with what callers need alongside it.
+
+    ``mean``/``std`` are the per-channel normalisation constants of the weights (RGB in
+    [0, 1] space); ``image_size`` is the square vision input side in pixels;
+    ``embed_dim`` is D, the width of the joint image/text feature space.
+    """
+
+    model: nn.Module
+    tokenizer: open_clip.SimpleTokenizer
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+    embed_dim: int
+    model_name: str
+
+
+def register_tiny_model() -> str:
+    """Register ``viewcoop-tiny`` with open_clip's model-config registry (idempotent).
+
+    Uses the public ``open_clip.add_model_config``, which reads JSON files; the file lives
+    in a private temporary folder removed at interpreter exit. Each process (e.g. each
+    Ray worker) registers its own copy. Returns the model name.
+    """
+    with _registry_lock:
+        if TINY_MODEL_NAME in open_clip.list_models():
+            return TINY_MODEL_NAME
+        config_dir = Path(tempfile.mkdtemp(prefix="viewcoop-open-clip-configs-"))
+        atexit.register(shutil.rmtree, config_dir, ignore_errors=True)
+        config_file = config_dir / f"{TINY_MODEL_NAME}.json"
+        config_file.write_text(json.dumps(TINY_MODEL_CONFIG, indent=2))
+        open_clip.add_model_config(config_file)
+        logger.debug("registered open_clip model config %s from %s", TINY_MODEL_NAME, config_file)
+    return TINY_MODEL_NAME
+
+
+def build_clip(
+    model_name: str = "ViT-B-16",
+    pretrained: str | None = None,
+    image_size: int | None = 256,
+    device: str | torch.device = "cpu",
+) -> ClipBundle:
+    """Build an open_clip CLIP model, its tokenizer and preprocessing constants.
+
+    Args:
+        model_name: an open_clip architecture name (``ViT-B-16``; use
+            ``ViT-B-16-quickgelu`` with OpenAI's weights, which were trained with
+            QuickGELU) or ``viewcoop-tiny`` (registered here, for tests and the CPU demo).
+        pretrained: ``None`` for random init; a local weights file (``.pt``/``.pth``/
+            ``.bin`` read with ``torch.load(weights_only=True)``, or ``.safetensors``)
+            holding a CLIP state dict, possibly nested under ``"state_dict"`` or
+            ``"model"``; or an open_clip pretrained tag such as ``"openai"`` or
+            ``"laion2b_s34b_b88k"``, which open_clip fetches (network or a warm cache).
+            A checkpoint trained at another input size has its vision positional
+            embedding resized to this model's patch grid (bicubic, open_clip's helper).
+        image_size: square vision input side in pixels (must be a multiple of the
+            patch size); ``None`` keeps the architecture's default (224 for ViT-B-16,
+            128 for ``viewcoop-tiny``).
+        device: where the model is placed.
+
+    Raises:
+        ValueError: unknown architecture, unknown pretrained tag, bad file suffix or
+            a checkpoint that does not match the architecture.
+        FileNotFoundError: ``pretrained`` names a weights file that does not exist.
+        RuntimeError: open_clip could not obtain the weights of a pretrained tag.
+    """
+    if model_name == TINY_MODEL_NAME:
+        register_tiny_model()
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise ValueError(
+            f"unknown CLIP architecture model_name={model_name!r}; use {TINY_MODEL_NAME!r} "
+            f"or one of open_clip's: {', '.join(open_clip.list_models())}"
+        )
+    patch_size = config["vision_cfg"].get("patch_size")
+    if image_size is not None and patch_size and image_size % patch_size:
+        raise ValueError(
+            f"image_size={image_size} must be a multiple of {model_name}'s patch size {patch_size}"
+        )
+    weights_file = _resolve_weights_file(pretrained)
+    tag = pretrained if pretrained is not None and weights_file is None else None
+    if tag is not None:
+        _check_pretrained_tag(model_name, tag)
+
+    try:
+        model = open_clip.create_model(
+            model_name, pretrained=tag, force_image_size=image_size, device="cpu"
+        )
+    except Exception as error:
+        if tag is None:
+            raise
+        raise RuntimeError(
+            f"open_clip could not load pretrained={tag!r} for {model_name!r} ({error}). "
+            "Tags need network access or a warm open_clip/Hugging Face cache; "
+            "alternatively pass a local weights file as `pretrained`."
+        ) from error
+    if weights_file is not None:
+        load_weights_file(model, weights_file)
+    model = model.to(device)
+
+    preprocess = open_clip.get_model_preprocess_cfg(model)
+    side = _square_image_side(model)
+    bundle = ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        mean=tuple(float(v) for v in preprocess["mean"]),
+        std=tuple(float(v) for v in preprocess["std"]),
+        image_size=side,
+        embed_dim=int(config["embed_dim"]),
+        model_name=model_name,
+    )
+    logger.info(
+        "built CLIP %s (%s) at %dx%d, embed_dim=%d, %.2fM parameters",
+        model_name,
+        pretrained or "random init",
+        side,
+        side,
+        bundle.embed_dim,
+        count_parameters(model) / 1e6,
+    )
+    return bundle
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters in ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a CLIP state dict from a local file into ``model`` (strict).
+
+    Accepts plain or nested (``"state_dict"``/``"model"``) dicts and DDP ``module.``
+    prefixes; resizes the vision positional embedding when the checkpoint was trained
+    on another patch grid (e.g. 224 -> 256 pixels, 14x14 -> 16x16 patches).
+    """
+    path = Path(path)
+    state_dict = _unwrap_state_dict(_read_checkpoint(path), path)
+    # OpenAI's checkpoints carry these three scalars as entries; open_clip keeps them as
+    # constructor arguments.
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        state_dict.pop(key, None)
+    resize_pos_embed(state_dict, model)
+    try:
+        incompatible = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # size mismatches
+        raise ValueError(f"weights in {path} do not fit this CLIP architecture: {error}") from error
+    if incompatible.missing_keys or incompatible.unexpected_keys:
+        raise ValueError(
+            f"weights in {path} do not match this CLIP architecture: "
+            f"missing {incompatible.missing_keys[:8]} "
+            f"(of {len(incompatible.missing_keys)}), unexpected "
+            f"{incompatible.unexpected_keys[:8]} (of {len(incompatible.unexpected_keys)}); "
+            "check `model_name` (e.g. ViT-B-16 vs ViT-B-32)"
+        )
+    logger.info("loaded CLIP weights from %s", path)
+
+
+def encode_image(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Image features of a ViT CLIP: the projected CLS feature and projected patch tokens.
+
+    Args:
+        model: an open_clip CLIP whose ``visual`` is a ``VisionTransformer``.
+        images: float [B, 3, H, W], normalised with the bundle's mean/std.
+
+    Returns:
+        ``(global_features, patch_features)``: float [B, D] (what re-id uses, equal to
+        ``model.encode_image(images)``) and float [B, P, D] with P = (H/16)*(W/16) patch
+        tokens after ``ln_post`` and the same projection, for patch-to-global
+        correlations. Neither is L2-normalised. When only the global feature is needed,
+        ``model.encode_image`` saves the patch projection.
+    """
+    visual = model.visual
+    if not hasattr(visual, "forward_intermediates") or getattr(visual, "proj", None) is None:
+        raise TypeError(
+            "encode_image needs an open_clip VisionTransformer tower with a projection "
+            f"(got {type(visual).__name__}); use a ViT-* architecture"
+        )
+    # forward_intermediates is open_clip's public way to obtain the final-block tokens and
+    # the pooled, projected feature from a single pass.
+    out = visual.forward_intermediates(
+        images, indices=1, normalize_intermediates=True, output_fmt="NLC"
+    )
+    patch_tokens = out["image_intermediates"][-1]
+    return out["image_features"], patch_tokens @ visual.proj
+
+
+def encode_text_embeddings(
+    model: nn.Module, token_embeddings: Tensor, eot_indices: Tensor
+) -> Tensor:
+    """CLIP's text tower on already-embedded tokens.
+
+    Adds the positional embedding, runs the transformer with the model's causal mask,
+    pools each row at its EOT position, applies ``ln_final`` and the text projection:
+    ``encode_text_embeddings(m, m.token_embedding(t), t.argmax(-1)) == m.encode_text(t)``.
+
+    Sequences may be shorter than the context length (77): under the causal mask the
+    tokens after EOT never influence the EOT output, so batches are padded only to their
+    own longest prompt.
+
+    Args:
+        model: an open_clip ``CLIP`` (text tower attributes on the model itself).
+        token_embeddings: float [B, L, W], L <= context length, W the text width.
+        eot_indices: long [B], position of each row's end-of-text token.
+
+    Returns:
+        float [B, D] text features, not normalised.
+    """
+    _check_text_tower(model)
+    batch, length, _ = token_embeddings.shape
+    context_length = model.positional_embedding.shape[0]
+    if length > context_length:
+        raise ValueError(f"prompt length {length} exceeds CLIP's context length {context_length}")
+    if eot_indices.shape != (batch,):
+        raise ValueError(f"eot_indices must have shape [{batch}], got {tuple(eot_indices.shape)}")
+    if batch and (int(eot_indices.min()) < 0 or int(eot_indices.max()) >= length):
+        raise ValueError(f"eot_indices must lie in [0, {length}), got {eot_indices.tolist()}")
+
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = token_embeddings.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    attn_mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = _run_text_transformer(model.transformer, x, attn_mask)
+    # ln_final is per token, so pooling first is identical and skips L-1 norms per row.
+    x = x[torch.arange(batch, device=x.device), eot_indices.to(x.device)]
+    x = model.ln_final(x)
+    projection = model.text_projection
+    if projection is None:
+        return x
+    if isinstance(projection, nn.Linear):
+        return projection(x)
+    return x @ projection
+
+
+def _run_text_transformer(transformer: nn.Module, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+    """Run open_clip's text ``Transformer`` on batch-first x [B, L, W].
+
+    open_clip >= 2.24 transposes inside ``Transformer.forward`` (it has ``batch_first``);
+    older versions expect sequence-first input.
+    """
+    if hasattr(transformer, "batch_first"):
+        return transformer(x, attn_mask=attn_mask)
+    return transformer(x.permute(1, 0, 2), attn_mask=attn_mask).permute(1, 0, 2)
+
+
+def _check_text_tower(model: nn.Module) -> None:
+    required = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+    missing = [name for name in required if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"{type(model).__name__} lacks {missing}: encode_text_embeddings needs an open_clip "
+            "CLIP with the built-in text transformer (not CustomTextCLIP / HF text towers)"
+        )
+    pool_type = getattr(model, "text_pool_type", "argmax")
+    if pool_type not in _TEXT_POOL_AT_EOT:
+        raise ValueError(
+            f"text_pool_type={pool_type!r} is not supported; prompts are pooled at EOT "
+            f"({_TEXT_POOL_AT_EOT})"
+        )
+
+
+def _square_image_side(model: nn.Module) -> int:
+    size = open_clip.get_model_preprocess_cfg(model)["size"]
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if height != width:
+        raise ValueError(f"only square inputs are supported, got {height}x{width}")
+    return int(height)
+
+
+def _resolve_weights_file(pretrained: str | None) -> Path | None:
+    """The local weights file ``pretrained`` names, or None when it is a tag (or None)."""
+    if pretrained is None:
+        return None
+    path = Path(pretrained).expanduser()
+    looks_like_path = path.suffix in WEIGHT_FILE_SUFFIXES or os.sep in pretrained
+    if path.is_file():
+        if path.suffix not in WEIGHT_FILE_SUFFIXES:
+            raise ValueError(
+                f"pretrained={pretrained!r}: weights files must end in one of "
+                f"{WEIGHT_FILE_SUFFIXES}"
+            )
+        return path
+    if looks_like_path:
+        raise FileNotFoundError(f"pretrained={pretrained!r}: no such weights file")
+    return None
+
+
+def _check_pretrained_tag(model_name: str, tag: str) -> None:
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if tag not in tags:
+        raise ValueError(
+            f"pretrained={tag!r} is neither an existing weights file nor an open_clip tag for "
+            f"{model_name!r}; known tags: {tags or 'none'}"
+        )
+
+
+def _read_checkpoint(path: Path) -> object:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise ImportError(
+                f"reading {path} needs the `safetensors` package (pip install safetensors)"
+            ) from error
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"could not read {path} as a state dict with torch.load(weights_only=True) "
+            f"({error}). TorchScript archives such as OpenAI's original ViT-B-16.pt are "
+            "not plain state dicts: use model_name='ViT-B-16-quickgelu', pretrained='openai', "
+            "or re-save the model's state_dict()"
+        ) from error
+
+
+def _unwrap_state_dict(checkpoint: object, path: Path) -> dict[str, Tensor]:
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+    if not isinstance(checkpoint, Mapping) or not checkpoint:
+        raise ValueError(f"{path} holds no state dict (got {type(checkpoint).__name__})")
+    state_dict = dict(checkpoint)
+    if all(key.startswith("module.") for key in state_dict):
+        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    return state_dict

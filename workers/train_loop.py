@@ -1,0 +1,278 @@
+"""The Ray Train per-worker loop: extract -> cluster (actor) -> train -> evaluate -> report.
+
+``train_loop_per_worker(config)`` is what ``TorchTrainer`` runs on every worker. The
+config dict carries the resolved experiment config plus the run's wiring (actor name,
+namespace, MLflow). All stage logic lives in ``workers.epoch``; this module only adds
+the distributed plumbing: object-store hand-off, the broadcast of one result ref,
+DDP, checkpoints and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train.collective import barrier, broadcast_from_rank_zero
+
+from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.losses import ViewCoOpLoss
+from workers import epoch as stages
+from workers.clustering_service import ClusterResult
+from workers.tracking import RunTracker
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(directory: Path, **state: Any) -> Path:
+    path = directory / CHECKPOINT_FILE
+    torch.save(state, path)
+    return path
+
+
+def load_checkpoint_state(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        # Our own checkpoints hold numpy RNG state and labels, so not weights-only.
+        return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+def per_worker_batch(batch_size: int, num_instances: int, world_size: int) -> int:
+    """Split the global P x K batch over workers, keeping whole identities (multiples of K)."""
+    per_worker = max(num_instances, (batch_size // world_size) // num_instances * num_instances)
+    return per_worker
+
+
+def hand_over_features(actor, epoch: int, rank: int, indices, img, txt) -> None:
+    """Put this shard in the object store and give the refs to the clustering actor."""
+    refs = [ray.put(indices), ray.put(img), ray.put(txt)]
+    ray.get(actor.add_shard.remote(epoch, rank, *refs))
+
+
+def clustering_broadcast(actor, epoch: int, rank: int, world_size: int) -> tuple[ClusterResult, ray.ObjectRef]:
+    """Rank 0 asks the actor to cluster; every rank gets that one result ref and reads it."""
+    barrier()  # all shards are in the actor before anyone asks for the clustering
+    ref = actor.cluster.remote(epoch, world_size) if rank == 0 else None
+    [ref] = broadcast_from_rank_zero([ref])
+    return ray.get(ref), ref
+
+
+def gather_across_ranks(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's (features [B, D], labels [B]) concatenated in rank order (equal B per rank)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return features, labels
+    world = torch.distributed.get_world_size()
+    feats = [torch.empty_like(features) for _ in range(world)]
+    labs = [torch.empty_like(labels) for _ in range(world)]
+    torch.distributed.all_gather(feats, features.contiguous())
+    torch.distributed.all_gather(labs, labels.contiguous())
+    return torch.cat(feats), torch.cat(labs)
+
+
+def wrap_ddp(core: torch.nn.Module, variant: str) -> torch.nn.Module:
+    # coop/uncoop select per-cluster prompt rows: the shared row is unused in a training batch.
+    return ray.train.torch.prepare_model(
+        core, parallel_strategy_kwargs={"find_unused_parameters": variant in ("coop", "uncoop")}
+    )
+
+
+def configure_worker_logging(rank: int) -> None:
+    """Rank-zero console output: our loggers at INFO on rank 0 only; libraries at WARNING
+    (Ray Train logs every report's full metrics dict at INFO)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("viewcoop_core", "workers"):
+        logging.getLogger(name).setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = ExperimentConfig.from_dict(config["experiment"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    configure_worker_logging(rank)
+    device = ray.train.torch.get_device()
+    seed_everything(cfg.train.seed + rank)
+
+    comps = stages.build_components(cfg, device)
+    core = comps.model
+    start_epoch, prev_labels, run_id = 1, None, None
+    checkpoint = ray.train.get_checkpoint()
+    state = load_checkpoint_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
+        start_epoch, run_id = state["epoch"] + 1, state.get("mlflow_run_id")
+        if state.get("y_img") is not None:
+            prev_labels = torch.as_tensor(state["y_img"], dtype=torch.long)
+            # Per-cluster prompt rows are sized by the clustering they were trained on.
+            core.prompt_learner.on_clusters_changed(int(prev_labels.max()) + 1)
+        core.load_state_dict(state["model"])
+    model = wrap_ddp(core, cfg.prompt.variant)
+    optimizer = stages.build_optimizer(core, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_size, cfg.optim.gamma)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        logger.info("rank %d resumes at epoch %d", rank, start_epoch)
+    loss_fn = ViewCoOpLoss(
+        comps.bundle.embed_dim,
+        terms=cfg.loss.terms,
+        temperature=cfg.loss.temperature,
+        momentum=cfg.loss.momentum,
+        margin=cfg.loss.margin,
+        gather=gather_across_ranks,
+    ).to(device)
+
+    tracker = open_tracker(config, run_id) if rank == 0 else None
+    actor = ray.get_actor(config["actor_name"], namespace=config["namespace"])
+    run = EpochRunner(cfg, config, rank, world_size, device, comps, loss_fn, actor)
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs + 1):
+            metrics, prev_labels, model = run.epoch(epoch, model, optimizer, prev_labels)
+            scheduler.step()
+            if rank == 0 and (epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs):
+                metrics.update(stages.evaluate(
+                    core, comps.dataset, comps.test_transform, device,
+                    cfg.train.extract_batch_size, cfg.data.num_workers, cfg.train.amp,
+                ))
+            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, prev_labels, cfg.to_dict())
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(failed=True)
+        raise
+    if tracker is not None:
+        tracker.finish()
+
+
+def open_tracker(config: dict[str, Any], run_id: str | None) -> RunTracker:
+    """Rank 0's MLflow run: the checkpoint's run when resuming, else a new one with params."""
+    mlflow = config["mlflow"]
+    tracker = RunTracker(
+        mlflow["tracking_uri"],
+        mlflow["experiment"],
+        config["run_name"],
+        run_id=run_id,
+        parent_run_id=mlflow.get("parent_run_id"),
+        artifact_root=mlflow.get("artifact_root"),
+    )
+    if run_id is None:
+        tracker.log_params(config["flat_params"])
+        if config.get("resolved_config_path"):
+            tracker.log_artifact(config["resolved_config_path"])
+    return tracker
+
+
+class EpochRunner:
+    """One epoch on one worker: extract shard -> actor -> broadcast -> train."""
+
+    def __init__(self, cfg, config, rank, world_size, device, comps, loss_fn, actor):
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        self.comps, self.loss_fn, self.actor = comps, loss_fn, actor
+        self.labels_dir = Path(config["run_dir"]) / "pseudo_labels" if cfg.train.save_labels else None
+        self.batch = per_worker_batch(cfg.train.batch_size, cfg.train.num_instances, world_size)
+        self.extract_ids = stages.shard_indices(len(comps.dataset.train), rank, world_size)
+
+    def epoch(self, epoch, model, optimizer, prev_labels):
+        """Returns (metrics, this epoch's image labels int64[N], the possibly re-wrapped model)."""
+        cfg, comps, core = self.cfg, self.comps, self.comps.model
+        samples = comps.dataset.train
+        order = stages.epoch_clause_order(len(samples), epoch, cfg.train.seed, cfg.prompt.shuffle_clauses)
+        loader = stages.make_loader(
+            samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers, self.extract_ids
+        )
+        start = time.perf_counter()
+        indices, img, txt = stages.extract_features(
+            core, loader, self.device, comps.view_percent, prev_labels, order, amp=cfg.train.amp
+        )
+        metrics: dict[str, Any] = {"epoch": epoch, "extract_s": time.perf_counter() - start}
+        start = time.perf_counter()
+        hand_over_features(self.actor, epoch, self.rank, indices, img, txt)
+        result, _ = clustering_broadcast(self.actor, epoch, self.rank, self.world_size)
+        metrics["cluster_wait_s"] = time.perf_counter() - start
+        metrics.update(result.stats)
+        metrics.update(result.timings)
+        self.save_labels(epoch, result)
+        labels = torch.tensor(result.y_img, dtype=torch.long)
+
+        needed = max(2, self.batch // cfg.train.num_instances)
+        if result.num_img_clusters < needed:
+            logger.warning(
+                "epoch %d: %d image clusters, fewer than the %d pseudo-identities a batch needs: "
+                "no training this epoch (consider a larger cluster.eps or more data)",
+                epoch, result.num_img_clusters, needed,
+            )
+            metrics["skipped_training"] = 1.0
+            return metrics, labels, model
+        core.prompt_learner.on_clusters_changed(result.num_img_clusters)
+        if core.prompt_learner.uses_cluster_ids:
+            # New per-cluster parameters/buffers: new optimizer group and a new DDP wrapper.
+            stages.refresh_per_cluster_group(optimizer, core)
+            model = wrap_ddp(core, cfg.prompt.variant)
+        self.loss_fn.reset(
+            torch.as_tensor(result.img_centroids, device=self.device),
+            torch.as_tensor(result.txt_centroids, device=self.device),
+        )
+        loader = stages.pk_loader(
+            samples, result.y_img, comps.train_transform, self.batch, cfg.train.num_instances,
+            cfg.train.iters, seed=cfg.train.seed * 1000 + self.rank, epoch=epoch, num_workers=cfg.data.num_workers,
+        )
+        metrics.update(stages.train_epoch(
+            model, core, self.loss_fn, optimizer, loader, self.device, labels,
+            torch.tensor(result.y_txt, dtype=torch.long), comps.view_percent, order,
+            tuple(cfg.graph.tau), amp=cfg.train.amp, with_text=core.train_text,
+        ))
+        metrics["skipped_training"] = 0.0
+        return metrics, labels, model
+
+    def save_labels(self, epoch: int, result: ClusterResult) -> None:
+        if self.labels_dir is None:
+            return
+        self.labels_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(self.labels_dir / f"epoch{epoch:03d}_rank{self.rank}.npz", y_img=result.y_img, y_txt=result.y_txt)
+
+
+def report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, labels, config) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint and writes MLflow."""
+    metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    tracker.log_metrics(metrics, step=epoch)
+    with tempfile.TemporaryDirectory() as directory:
+        save_checkpoint(
+            Path(directory),
+            model=core.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            epoch=epoch,
+            config=config,
+            rng=rng_state(),
+            mlflow_run_id=tracker.run_id,
+            y_img=None if labels is None else labels.numpy(),
+        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
