@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -63,6 +64,14 @@ _IMAGE_SPLITS = ("train", "gallery")
 # open_clip's training clamps the learnt temperature at 100.
 _MAX_LOGIT_SCALE = math.log(100.0)
 _WARMUP_FRACTION = 0.1
+# Arguments of pretrain_clip that say where, not what: left out of the cache key.
+_NOT_TRAINING_PARAMETERS = ("data_root", "out_path", "device")
+
+# The pretraining set and budget of the CPU demo (see ensure_pretrained_tiny_clip).
+DEFAULT_NUM_IDS = 160
+DEFAULT_NUM_CAMERAS = 12
+DEFAULT_IMAGES_PER_CAMERA = 1
+DEFAULT_MAX_SECONDS = 150.0
 
 
 # ----------------------------------------------------------------------------- captions
@@ -470,6 +479,22 @@ def _cache_key(parameters: Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _training_parameters(image_size: int, train_kwargs: Mapping) -> dict:
+    """Every ``pretrain_clip`` keyword that shapes the weights, defaults filled in.
+
+    Filling in the defaults makes the cache key change when a default changes.
+    """
+    signature = inspect.signature(pretrain_clip)
+    allowed = [name for name in signature.parameters if name not in _NOT_TRAINING_PARAMETERS]
+    unknown = sorted(set(train_kwargs) - set(allowed) - {"device"})
+    if unknown:
+        raise TypeError(f"unknown pretraining arguments {unknown}; allowed: {allowed}")
+    defaults = {name: signature.parameters[name].default for name in allowed}
+    training = {**defaults, "model_name": TINY_MODEL_NAME, **train_kwargs, "image_size": image_size}
+    training.pop("device", None)  # where it trains does not change what is learnt
+    return training
+
+
 def _pretraining_set(data_dir: Path, generation: Mapping) -> Path:
     """Draw the pretraining set into ``data_dir`` unless a complete identical one is there.
 
@@ -488,25 +513,31 @@ def _pretraining_set(data_dir: Path, generation: Mapping) -> Path:
 
 def ensure_pretrained_tiny_clip(
     cache_dir: str | os.PathLike,
-    num_ids: int = 80,
-    num_cameras: int = 6,
+    num_ids: int = DEFAULT_NUM_IDS,
+    num_cameras: int = DEFAULT_NUM_CAMERAS,
     seed: int = 1000,
-    images_per_camera: int = 2,
+    images_per_camera: int = DEFAULT_IMAGES_PER_CAMERA,
     image_size: int = 128,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    device: str = "cpu",
     **train_kwargs,
 ) -> Path:
     """Weights of ``viewcoop-tiny`` pretrained on a synthetic set; trained once, then cached.
 
     Draws ``make_synthetic(num_ids, num_cameras, seed, images_per_camera, image_size)``
-    into ``cache_dir/pretrain-data/<key>`` and trains with ``pretrain_clip`` (its
-    keyword arguments in ``train_kwargs``, e.g. ``epochs``, ``max_seconds``). The
-    weights file name ``clip-<model>-<key>.pt`` hashes every generation and training
-    parameter, so changing any of them trains anew; a sidecar ``.json`` records them
-    and the training summary. A second call with the same arguments returns at once.
+    into ``cache_dir/pretrain-data/<parameters>`` and trains with ``pretrain_clip``
+    (its other keywords in ``train_kwargs``: ``epochs``, ``batch_size``, ``lr``, ...).
+    ``max_seconds`` bounds drawing plus training: training gets what drawing left.
+
+    The weights file ``clip-viewcoop-tiny-<key>.pt`` hashes every generation and
+    training parameter (defaults included), so changing any of them trains anew; the
+    sidecar ``<same name>.json`` records them with the training summary. A second call
+    with the same arguments returns at once.
 
     Keep ``seed`` different from the re-id set's seed: the same seed would draw the
     same identities, and the backbone would have seen the evaluation vehicles.
     """
+    start = time.perf_counter()
     generation = {
         "num_ids": num_ids,
         "num_cameras": num_cameras,
@@ -514,23 +545,25 @@ def ensure_pretrained_tiny_clip(
         "images_per_camera": images_per_camera,
         "image_size": [image_size, image_size],
     }
-    training = {"model_name": TINY_MODEL_NAME, "image_size": image_size, **train_kwargs}
-    training.pop("device", None)  # where it trains does not change what is learnt
+    training = _training_parameters(image_size, {**train_kwargs, "max_seconds": max_seconds})
     parameters = {"format": PRETRAIN_FORMAT_VERSION, "data": generation, "training": training}
-    key = _cache_key(parameters)
     cache = Path(cache_dir).expanduser()
-    weights = cache / f"clip-{training['model_name']}-{key}.pt"
-    if weights.is_file():
+    weights = cache / f"clip-{TINY_MODEL_NAME}-{_cache_key(parameters)}.pt"
+    sidecar = weights.with_suffix(".json")
+    if weights.is_file() and sidecar.is_file():
         logger.info("using cached pretrained CLIP weights %s", weights)
         return weights
     data_dir = _pretraining_set(
-        cache / "pretrain-data" / f"ids{num_ids}-cams{num_cameras}-seed{seed}-"
-        f"ipc{images_per_camera}-px{image_size}",
+        cache / "pretrain-data"
+        / f"ids{num_ids}-cams{num_cameras}-ipc{images_per_camera}-px{image_size}-seed{seed}",
         generation,
     )
-    summary = pretrain_clip(data_dir, weights, **training, device=train_kwargs.get("device", "cpu"))
-    sidecar = {"parameters": parameters, "summary": asdict(summary)}
-    weights.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    remaining = None if max_seconds is None else max(0.0, max_seconds - (time.perf_counter() - start))
+    summary = pretrain_clip(
+        data_dir, weights, **{**training, "max_seconds": remaining}, device=device
+    )
+    # Written last: the pair (weights, sidecar) marks a finished run.
+    sidecar.write_text(json.dumps({"parameters": parameters, "summary": asdict(summary)}, indent=1))
     return weights
 
 
@@ -637,18 +670,23 @@ def _log_probe(name: str, probe: ReidProbe) -> None:
         )
 
 
+def _default(name: str):
+    return inspect.signature(pretrain_clip).parameters[name].default
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Pretrain (or reuse) the tiny CLIP, optionally probing it against random init."""
     parser = argparse.ArgumentParser(prog="python -m viewcoop_core.pretrain", description=main.__doc__)
     parser.add_argument("--cache-dir", required=True, help="where the set and weights are cached")
-    parser.add_argument("--num-ids", type=int, default=80)
-    parser.add_argument("--num-cameras", type=int, default=6)
-    parser.add_argument("--images-per-camera", type=int, default=2)
+    parser.add_argument("--num-ids", type=int, default=DEFAULT_NUM_IDS)
+    parser.add_argument("--num-cameras", type=int, default=DEFAULT_NUM_CAMERAS)
+    parser.add_argument("--images-per-camera", type=int, default=DEFAULT_IMAGES_PER_CAMERA)
     parser.add_argument("--seed", type=int, default=1000, help="seed of the pretraining set")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-seconds", type=float, default=None)
+    parser.add_argument("--epochs", type=int, default=_default("epochs"))
+    parser.add_argument("--batch-size", type=int, default=_default("batch_size"))
+    parser.add_argument("--lr", type=float, default=_default("lr"))
+    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                        help="cap on drawing the set plus training; 0 for none")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--probe-data", help="a make_synthetic re-id set to probe the weights on")
     args = parser.parse_args(argv)
@@ -664,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        max_seconds=args.max_seconds,
+        max_seconds=args.max_seconds if args.max_seconds > 0 else None,
     )
     if args.probe_data is None:
         return
