@@ -1,4 +1,4 @@
-"""The ``viewcoop`` command: train, evaluate, demo, make-synthetic."""
+"""The ``viewcoop`` command: train, sweep, evaluate, demo, make-synthetic."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+
+from workers.tracking import HISTORY_COLUMNS, format_metric
 
 logger = logging.getLogger("viewcoop")
 console = Console()
@@ -34,24 +36,15 @@ def results_table(title: str, rows: list[dict[str, float]], columns: tuple[str, 
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            if value is None:
-                cells.append("-")
-            elif column in ("mAP", "R1", "R5", "R10") or column.endswith("_ari"):
-                cells.append(f"{100 * value:.1f}")
-            else:
-                cells.append(f"{value:g}")
-        table.add_row(*cells)
+        table.add_row(*(format_metric(column, row.get(column)) for column in columns))
     return table
 
 
 def print_training_outcome(outcome) -> None:
     from orchestrator.train import tracking_ui_hint
 
-    columns = ("epoch", "mAP", "R1", "R5", "R10", "img_clusters", "txt_clusters", "img_ari", "txt_ari")
-    console.print(results_table(f"{outcome.run_name}: evaluation (mAP / Rank-k in %)", outcome.history, columns))
+    title = f"{outcome.run_name}: evaluation (mAP, Rank-k, ARI in %)"
+    console.print(results_table(title, outcome.history, ("epoch",) + HISTORY_COLUMNS))
     console.print(f"run directory: {outcome.run_dir}")
     if outcome.checkpoint_path:
         console.print(f"checkpoint:    {outcome.checkpoint_path}")
@@ -81,6 +74,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     outcome = run_training(cfg, run_name=args.run_name, num_cpus=args.num_cpus)
     print_training_outcome(outcome)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import parse_grid_options, rich_summary_table, run_sweep
+    from orchestrator.train import tracking_ui_hint
+
+    outcome = run_sweep(
+        args.config,
+        args.overrides,
+        profile=args.profile,
+        grid_axes=parse_grid_options(args.grid or []),
+        name=args.name,
+        resume=args.resume,
+        num_cpus=args.num_cpus,
+        max_concurrent=args.max_concurrent,
+    )
+    title = f"sweep {outcome.name} (mAP / Rank-k in % at the last epoch, * = best mAP)"
+    console.print(rich_summary_table(outcome.rows, outcome.columns, title))
+    console.print(f"sweep folder:      {outcome.sweep_dir}")
+    console.print(f"MLflow parent run: {outcome.parent_run_id} (table and plots under its 'summary' artifacts)")
+    console.print(f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}")
+    if outcome.errors:
+        console.print(
+            f"[red]{len(outcome.errors)} trial(s) failed[/red]; after fixing the cause, continue with the "
+            "same command plus --resume (finished trials are kept)"
+        )
+        return 1
     return 0
 
 
@@ -125,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-name", help="name of the run (re-use it to resume)")
     demo.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     demo.set_defaults(func=cmd_demo)
+
+    sweep = sub.add_parser("sweep", help="Ray Tune sweep of whole trainings over the file's sweep grid")
+    sweep.add_argument("config", help="YAML file with a sweep: section, e.g. experiments/table3_tau.yaml")
+    sweep.add_argument("overrides", nargs="*", help="dotted overrides for every trial, e.g. train.epochs=10")
+    sweep.add_argument("--profile", help="a profile of the YAML file, e.g. smoke")
+    sweep.add_argument("--name", help="sweep name: its folder under ray.storage_path and MLflow parent run "
+                       "(default: the file's stem, plus -PROFILE)")
+    sweep.add_argument("--grid", action="append", metavar="KEY=LIST",
+                       help="an extra or replacing grid axis, e.g. --grid \"graph.tau=['1', '1or2']\" (repeatable)")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the sweep of this name: finished trials kept, failed ones rerun")
+    sweep.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)")
+    sweep.add_argument("--max-concurrent", type=int, help="run at most this many trials at a time")
+    sweep.set_defaults(func=cmd_sweep)
 
     evaluate = sub.add_parser("evaluate", help="mAP / CMC of a checkpoint's image encoder")
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder or its state.pt")

@@ -24,13 +24,10 @@ from orchestrator.config import flatten, save_resolved
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.data.synthetic import make_synthetic
 from workers.epoch import load_dataset
-from workers.tracking import RUN_NAME_TAG, resolve_tracking_uri
+from workers.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
-
-RESULT_METRICS = ("mAP", "R1", "R5", "R10")
-
 
 @dataclass
 class TrainingOutcome:
@@ -108,7 +105,9 @@ def train_loop_config(
     }
 
 
-def build_trainer(cfg: ExperimentConfig, loop_config: dict[str, Any], run_name: str) -> TorchTrainer:
+def build_trainer(
+    cfg: ExperimentConfig, loop_config: dict[str, Any], run_name: str, callbacks: list | None = None
+) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -122,6 +121,7 @@ def build_trainer(cfg: ExperimentConfig, loop_config: dict[str, Any], run_name: 
             storage_path=cfg.ray.storage_path,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
 
@@ -131,8 +131,12 @@ def run_training(
     run_name: str | None = None,
     parent_run_id: str | None = None,
     num_cpus: int | None = None,
+    callbacks: list | None = None,
 ) -> TrainingOutcome:
-    """Train one configuration to the end (or resume it) and return its final figures."""
+    """Train one configuration to the end (or resume it) and return its final figures.
+
+    ``callbacks``: Ray Train user callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep.
+    """
     ensure_dataset(cfg)
     cfg = absolute_paths(cfg)
     run_name = run_name or default_run_name(cfg)
@@ -146,7 +150,7 @@ def run_training(
     actor = start_clustering_actor(cfg, run_name, len(dataset.train), true_ids, cfg.ray.namespace)
     loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, parent_run_id)
     try:
-        result = build_trainer(cfg, loop_config, run_name).fit()
+        result = build_trainer(cfg, loop_config, run_name, callbacks).fit()
     finally:
         ray.kill(actor)
     run_id = find_run_id(tracking_uri, cfg.tracking.experiment, run_name)
@@ -173,17 +177,6 @@ def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str | None
         [exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
     )
     return runs[0].info.run_id if runs else None
-
-
-def metric_history(tracking_uri: str, run_id: str) -> list[dict[str, float]]:
-    """One row per epoch that evaluated: epoch, mAP, R1, R5, R10 and clustering figures."""
-    client = MlflowClient(tracking_uri)
-    columns = RESULT_METRICS + ("img_clusters", "txt_clusters", "img_ari", "txt_ari")
-    rows: dict[int, dict[str, float]] = {}
-    for key in columns:
-        for m in client.get_metric_history(run_id, key):
-            rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
-    return [rows[e] for e in sorted(rows) if "mAP" in rows[e]]
 
 
 def tracking_ui_hint(tracking_uri: str) -> str:

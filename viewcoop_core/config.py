@@ -194,6 +194,7 @@ class TrainConfig:
     seed: int = 0
     figures: bool = True
     save_labels: bool = False
+    progress: bool = True
 
     def __post_init__(self) -> None:
         _require(

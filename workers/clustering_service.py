@@ -79,7 +79,7 @@ class ClusteringService:
         device: str = "auto",
     ) -> None:
         self.num_samples = num_samples
-        self.cluster_kwargs = dict(eps=eps, min_samples=min_samples, k1=k1, k2=k2, backend=backend)
+        self.cluster_kwargs = {"eps": eps, "min_samples": min_samples, "k1": k1, "k2": k2, "backend": backend}
         self.taus = tuple(tuple(t) for t in taus)
         self.dic_backend = dic_backend
         self.dense_dictionary_max_n = dense_dictionary_max_n

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +130,7 @@ def extract_features(
     clause_order: torch.Tensor | None,
     amp: bool = True,
     with_text: bool = True,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Eval-mode features of a loader's images.
 
@@ -155,6 +156,8 @@ def extract_features(
         img_feats.append(img.float().cpu().numpy())
         if txt is not None:
             txt_feats.append(txt.float().cpu().numpy())
+        if progress is not None:
+            progress(len(idx))
     model.train(was_training)
     return (
         np.concatenate(indices),
@@ -201,7 +204,7 @@ def train_epoch(
     tau: Sequence[int],
     amp: bool = True,
     with_text: bool = True,
-    progress=None,
+    progress: Callable[[int], object] | None = None,
 ) -> dict[str, float]:
     """``iters`` optimisation steps over P x K batches; returns mean loss terms and images/s.
 

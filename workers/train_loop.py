@@ -9,6 +9,7 @@ DDP, checkpoints and reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import tempfile
@@ -206,9 +207,10 @@ class EpochRunner:
             samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers, self.extract_ids
         )
         start = time.perf_counter()
-        indices, img, txt = stages.extract_features(
-            core, loader, self.device, comps.view_percent, prev_labels, order, amp=cfg.train.amp
-        )
+        with self.progress_bar(f"epoch {epoch} extract", len(self.extract_ids), "img") as bar:
+            indices, img, txt = stages.extract_features(
+                core, loader, self.device, comps.view_percent, prev_labels, order, amp=cfg.train.amp, progress=bar
+            )
         metrics: dict[str, Any] = {"epoch": epoch, "extract_s": time.perf_counter() - start}
         start = time.perf_counter()
         hand_over_features(self.actor, epoch, self.rank, indices, img, txt)
@@ -241,13 +243,28 @@ class EpochRunner:
             samples, result.y_img, comps.train_transform, self.batch, cfg.train.num_instances,
             cfg.train.iters, seed=cfg.train.seed * 1000 + self.rank, epoch=epoch, num_workers=cfg.data.num_workers,
         )
-        metrics.update(stages.train_epoch(
-            model, core, self.loss_fn, optimizer, loader, self.device, labels,
-            torch.tensor(result.y_txt, dtype=torch.long), comps.view_percent, order,
-            tuple(cfg.graph.tau), amp=cfg.train.amp, with_text=core.train_text,
-        ))
+        with self.progress_bar(f"epoch {epoch} train", cfg.train.iters, "it") as bar:
+            metrics.update(stages.train_epoch(
+                model, core, self.loss_fn, optimizer, loader, self.device, labels,
+                torch.tensor(result.y_txt, dtype=torch.long), comps.view_percent, order,
+                tuple(cfg.graph.tau), amp=cfg.train.amp, with_text=core.train_text, progress=bar,
+            ))
         metrics["skipped_training"] = 0.0
         return metrics, labels, model
+
+    @contextlib.contextmanager
+    def progress_bar(self, desc: str, total: int, unit: str):
+        """Rank 0's progress, drawn by the driver (Ray's tqdm); yields an ``update(n)`` or None."""
+        if self.rank != 0 or not self.cfg.train.progress:
+            yield None
+            return
+        from ray.experimental.tqdm_ray import tqdm  # noqa: PLC0415 - experimental API, loaded on use
+
+        bar = tqdm(desc=desc, total=total, unit=unit)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
 
     def save_labels(self, epoch: int, result: ClusterResult) -> None:
         if self.labels_dir is None:

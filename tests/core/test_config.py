@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import apply_overrides, flatten, load_config, parse_override, save_resolved, sweep_axes
+from orchestrator.config import (
+    apply_overrides,
+    flatten,
+    load_config,
+    parse_override,
+    save_resolved,
+    sweep_axes,
+)
 from viewcoop_core.config import ConfigError, ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[2]
