@@ -1,4 +1,4 @@
-"""The ``viewcoop`` command: train, sweep, evaluate, demo, make-synthetic."""
+"""The ``viewcoop`` command: train, sweep, evaluate, figures, demo, make-synthetic."""
 
 from __future__ import annotations
 
@@ -96,10 +96,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     console.print(f"sweep folder:      {outcome.sweep_dir}")
     console.print(f"MLflow parent run: {outcome.parent_run_id} (table and plots under its 'summary' artifacts)")
     console.print(f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}")
-    if outcome.errors:
+    if outcome.incomplete:
         console.print(
-            f"[red]{len(outcome.errors)} trial(s) failed[/red]; after fixing the cause, continue with the "
-            "same command plus --resume (finished trials are kept)"
+            f"[red]{len(outcome.incomplete)} point(s) unfinished[/red]: {', '.join(outcome.incomplete)}; after "
+            "fixing the cause, continue with the same command plus --resume (finished trials are kept)"
         )
         return 1
     return 0
@@ -110,6 +110,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, root=args.root, overrides=args.overrides)
     console.print(results_table(f"evaluation of {args.checkpoint}", [metrics], ("mAP", "R1", "R5", "R10")))
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from workers.figures import make_figures
+
+    checkpoints = [tuple(item.split("=", 1)) if "=" in item else item for item in args.checkpoint]
+    target = checkpoints[0] if len(checkpoints) == 1 and isinstance(checkpoints[0], str) else checkpoints
+    paths = make_figures(target, args.out, num_images=args.num_images, max_samples=args.max_samples)
+    for name, path in paths.items():
+        console.print(f"{name:24s} {path}")
     return 0
 
 
@@ -167,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--root", help="dataset root (default: the one it was trained on)")
     evaluate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.vehicleid_test_size=800")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    figs = sub.add_parser("figures", help="the paper's Fig. 4, 5, 6 for a checkpoint (or LABEL=CHECKPOINT ...)")
+    figs.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint folder(s); LABEL=PATH to compare runs")
+    figs.add_argument("--out", required=True, help="output folder for the PNGs and figures.json")
+    figs.add_argument("--num-images", type=int, default=6, help="query images in Fig. 6")
+    figs.add_argument("--max-samples", type=int, default=5000, help="gallery images sampled for Fig. 4/5")
+    figs.set_defaults(func=cmd_figures)
 
     synth = sub.add_parser("make-synthetic", help="draw the synthetic multi-view vehicle set")
     synth.add_argument("--out", required=True, help="output folder (VeRi-776 layout + masks/)")

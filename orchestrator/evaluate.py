@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from orchestrator.config import apply_overrides
-from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.config import ExperimentConfig, apply_overrides
 from workers import epoch as stages
-from workers.train_loop import CHECKPOINT_FILE
+from workers.checkpoint import read_checkpoint
 
 logger = logging.getLogger(__name__)
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The state dict of a checkpoint folder (or of its ``state.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: expected a folder holding {CHECKPOINT_FILE}")
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def evaluate_checkpoint(

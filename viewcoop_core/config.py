@@ -8,11 +8,14 @@ from the dict they receive.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from viewcoop_core.graph import parse_tau
 from viewcoop_core.losses import LOSS_TERMS, parse_losses
@@ -193,6 +196,7 @@ class TrainConfig:
     amp: bool = True
     seed: int = 0
     figures: bool = True
+    figure_samples: int = 5000
     save_labels: bool = False
     progress: bool = True
 
@@ -306,3 +310,35 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path}={value!r} must be a string")
     return value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.epochs=3"`` -> ("train.epochs", 3); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like dotted.key=value (e.g. train.epochs=3)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for key "a.b", creating nested dicts."""
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """A copy of ``tree`` with dotted overrides (a mapping or ``key=value`` strings) applied."""
+    tree = copy.deepcopy(tree)
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(tree, key, value)
+    return tree

@@ -21,12 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from viewcoop_core.data.masks import VIEW_LABELS as VIEW_LABELS_BY_VALUE
+from viewcoop_core.data.masks import load_mask
+
 logger = logging.getLogger(__name__)
 
 VIEW_NAMES: tuple[str, ...] = ("front", "back", "side", "top")
 """Column order of every ratio array: the order of the view clauses in the prompt."""
 
-MASK_LABELS: dict[str, int] = {"background": 0, "front": 1, "back": 2, "top": 3, "side": 4}
+MASK_LABELS: dict[str, int] = {name: value for value, name in VIEW_LABELS_BY_VALUE.items()}
 """Pixel value of each class in a view mask."""
 
 NUM_MASK_LABELS = len(MASK_LABELS)
@@ -96,7 +99,7 @@ def _check_mask(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _patch_majority_labels(mask: np.ndarray, patch_size: int) -> np.ndarray:
+def patch_majority_labels(mask: np.ndarray, patch_size: int) -> np.ndarray:
     """Majority foreground label of each ``patch_size`` x ``patch_size`` patch.
 
     ``mask`` is [H, W] uint8 with H and W multiples of ``patch_size``. Returns
@@ -146,7 +149,7 @@ def view_counts(
                 f"image_size {tuple(image_size)}; use one of {list(ALLOWED_PATCH_SIZES)} "
                 "with a matching image size, or None for pixel mode"
             )
-        labels = _patch_majority_labels(mask, patch_size)
+        labels = patch_majority_labels(mask, patch_size)
     return np.bincount(labels, minlength=NUM_MASK_LABELS)[VIEW_LABELS].astype(np.int64)
 
 
@@ -221,25 +224,6 @@ def ratios_to_percent(ratios: np.ndarray) -> np.ndarray:
     order = np.argsort(-(scaled - floors), axis=-1, kind="stable")
     rank = np.argsort(order, axis=-1, kind="stable")
     return floors.astype(np.int64) + (rank < missing).astype(np.int64)
-
-
-def load_mask(path: str) -> np.ndarray:
-    """Read a single-channel view mask PNG as [H, W] uint8, checking its values.
-
-    Palette ("P") images give their palette indices, which is how label PNGs are
-    usually stored.
-    """
-    with Image.open(path) as image:
-        mode = image.mode
-        mask = np.asarray(image)
-    try:
-        _check_mask(mask)
-    except ValueError as error:
-        raise ValueError(
-            f"view mask {path} (PIL mode {mode}): {error}; expected a single-channel PNG "
-            "(mode L or P)"
-        ) from None
-    return mask.astype(np.uint8, copy=False)
 
 
 def compute_view_ratios(

@@ -63,6 +63,7 @@ class RunTracker:
         artifact_root: str | None = None,
     ) -> None:
         self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
         if run_id is not None:
             self.run_id = run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))

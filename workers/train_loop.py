@@ -10,8 +10,8 @@ DDP, checkpoints and reports.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -27,41 +27,12 @@ from ray.train.collective import barrier, broadcast_from_rank_zero
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.losses import ViewCoOpLoss
 from workers import epoch as stages
+from workers.checkpoint import read_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from workers.clustering_service import ClusterResult
-from workers.tracking import RunTracker
+from workers.figures import make_figures
+from workers.tracking import RunTracker, history_markdown, metric_history
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FILE = "state.pt"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def save_checkpoint(directory: Path, **state: Any) -> Path:
-    path = directory / CHECKPOINT_FILE
-    torch.save(state, path)
-    return path
-
-
-def load_checkpoint_state(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
-    with checkpoint.as_directory() as directory:
-        # Our own checkpoints hold numpy RNG state and labels, so not weights-only.
-        return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-
 
 def per_worker_batch(batch_size: int, num_instances: int, world_size: int) -> int:
     """Split the global P x K batch over workers, keeping whole identities (multiples of K)."""
@@ -123,7 +94,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     core = comps.model
     start_epoch, prev_labels, run_id = 1, None, None
     checkpoint = ray.train.get_checkpoint()
-    state = load_checkpoint_state(checkpoint) if checkpoint is not None else None
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = read_checkpoint(directory)
     if state is not None:
         start_epoch, run_id = state["epoch"] + 1, state.get("mlflow_run_id")
         if state.get("y_img") is not None:
@@ -161,13 +135,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     cfg.train.extract_batch_size, cfg.data.num_workers, cfg.train.amp,
                 ))
             metrics["lr"] = optimizer.param_groups[0]["lr"]
-            report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, prev_labels, cfg.to_dict())
+            report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, prev_labels, cfg)
+        if tracker is not None:
+            finish_run(tracker, cfg, config, checkpoint_state(core, optimizer, scheduler, cfg.train.epochs, prev_labels, cfg, tracker))
     except BaseException:
         if tracker is not None:
             tracker.finish(failed=True)
         raise
-    if tracker is not None:
-        tracker.finish()
 
 
 def open_tracker(config: dict[str, Any], run_id: str | None) -> RunTracker:
@@ -273,7 +247,37 @@ class EpochRunner:
         np.savez(self.labels_dir / f"epoch{epoch:03d}_rank{self.rank}.npz", y_img=result.y_img, y_txt=result.y_txt)
 
 
-def report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, labels, config) -> None:
+def checkpoint_state(core, optimizer, scheduler, epoch, labels, cfg, tracker) -> dict[str, Any]:
+    return {
+        "model": core.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "config": cfg.to_dict(),
+        "rng": rng_state(),
+        "mlflow_run_id": tracker.run_id,
+        "y_img": None if labels is None else labels.numpy(),
+    }
+
+
+def finish_run(tracker: RunTracker, cfg: ExperimentConfig, config: dict[str, Any], state: dict[str, Any]) -> None:
+    """Rank 0, after the last epoch: results table and paper figures as artifacts; FINISHED."""
+    run_dir = Path(config["run_dir"])
+    table = run_dir / "results.md"
+    table.write_text(history_markdown(metric_history(tracker.tracking_uri, tracker.run_id)))
+    tracker.log_artifact(table)
+    if cfg.train.figures:
+        with tempfile.TemporaryDirectory() as directory:
+            save_checkpoint(directory, **state)
+            paths = make_figures(directory, run_dir / "figures", max_samples=cfg.train.figure_samples)
+        for path in paths.values():
+            tracker.log_artifact(path, "figures")
+        summary = json.loads(paths["summary"].read_text())
+        tracker.log_metrics(summary["metrics"], step=state["epoch"])
+    tracker.finish()
+
+
+def report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, labels, cfg) -> None:
     """Every rank reports; rank 0 attaches the checkpoint and writes MLflow."""
     metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))}
     if rank != 0:
@@ -281,15 +285,5 @@ def report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, labe
         return
     tracker.log_metrics(metrics, step=epoch)
     with tempfile.TemporaryDirectory() as directory:
-        save_checkpoint(
-            Path(directory),
-            model=core.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            epoch=epoch,
-            config=config,
-            rng=rng_state(),
-            mlflow_run_id=tracker.run_id,
-            y_img=None if labels is None else labels.numpy(),
-        )
+        save_checkpoint(directory, **checkpoint_state(core, optimizer, scheduler, epoch, labels, cfg, tracker))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
