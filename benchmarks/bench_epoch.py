@@ -32,10 +32,14 @@ from workers.clustering_service import ClusteringService
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="experiments/demo.yaml")
     parser.add_argument("--set", nargs="*", default=[], help="dotted overrides")
-    parser.add_argument("--synthetic-ids", type=int, default=0, help="draw a synthetic set of this many ids first")
+    parser.add_argument(
+        "--synthetic-ids", type=int, default=0, help="draw a synthetic set of this many ids first"
+    )
     parser.add_argument("--cameras", type=int, default=6)
     parser.add_argument("--iters", type=int, default=20, help="training iterations to time")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -59,21 +63,36 @@ def main() -> None:
     cfg = absolute_paths(load_config(args.config, [*args.set, f"train.iters={args.iters}"]))
     if args.synthetic_ids and not (Path(cfg.data.root) / "image_train").is_dir():
         size = cfg.model.image_size
-        make_synthetic(cfg.data.root, num_ids=args.synthetic_ids, num_cameras=args.cameras, image_size=(size, size))
+        make_synthetic(
+            cfg.data.root,
+            num_ids=args.synthetic_ids,
+            num_cameras=args.cameras,
+            image_size=(size, size),
+        )
     device = torch.device(args.device)
     comps, build_s = timed(lambda: stages.build_components(cfg, device), device)
     samples = comps.dataset.train
     num = len(samples)
     order = stages.epoch_clause_order(num, 1, cfg.train.seed, cfg.prompt.shuffle_clauses)
-    loader = stages.make_loader(samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers)
+    loader = stages.make_loader(
+        samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers
+    )
     (_, img, txt), extract_s = timed(
-        lambda: stages.extract_features(comps.model, loader, device, comps.view_percent, None, order, cfg.train.amp),
+        lambda: stages.extract_features(
+            comps.model, loader, device, comps.view_percent, None, order, cfg.train.amp
+        ),
         device,
     )
     service = ClusteringService(
-        num, eps=cfg.cluster.eps, min_samples=cfg.cluster.min_samples, k1=cfg.cluster.k1, k2=cfg.cluster.k2,
-        backend=cfg.cluster.backend, dic_backend=cfg.graph.dic_backend,
-        true_ids=np.array([s.pid for s in samples]), device=args.device,
+        num,
+        eps=cfg.cluster.eps,
+        min_samples=cfg.cluster.min_samples,
+        k1=cfg.cluster.k1,
+        k2=cfg.cluster.k2,
+        backend=cfg.cluster.backend,
+        dic_backend=cfg.graph.dic_backend,
+        true_ids=np.array([s.pid for s in samples]),
+        device=args.device,
     )
     result, cluster_s = timed(lambda: service.cluster_features(1, img, txt), device)
     figures = {
@@ -91,18 +110,44 @@ def main() -> None:
     }
     if result.num_img_clusters >= cfg.train.batch_size // cfg.train.num_instances:
         loss_fn = ViewCoOpLoss(comps.bundle.embed_dim, cfg.loss.terms).to(device)
-        loss_fn.reset(torch.as_tensor(result.img_centroids, device=device), torch.as_tensor(result.txt_centroids, device=device))
-        comps.model.prompt_learner.on_clusters_changed(result.num_img_clusters)
-        optimizer = stages.build_optimizer(comps.model, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay)
-        train_loader = stages.pk_loader(
-            samples, result.y_img, comps.train_transform, cfg.train.batch_size, cfg.train.num_instances,
-            cfg.train.iters, seed=0, epoch=1, num_workers=cfg.data.num_workers,
+        loss_fn.reset(
+            torch.as_tensor(result.img_centroids, device=device),
+            torch.as_tensor(result.txt_centroids, device=device),
         )
-        y_img, y_txt = torch.tensor(result.y_img, dtype=torch.long), torch.tensor(result.y_txt, dtype=torch.long)
+        comps.model.prompt_learner.on_clusters_changed(result.num_img_clusters)
+        optimizer = stages.build_optimizer(
+            comps.model, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay
+        )
+        train_loader = stages.pk_loader(
+            samples,
+            result.y_img,
+            comps.train_transform,
+            cfg.train.batch_size,
+            cfg.train.num_instances,
+            cfg.train.iters,
+            seed=0,
+            epoch=1,
+            num_workers=cfg.data.num_workers,
+        )
+        y_img, y_txt = (
+            torch.tensor(result.y_img, dtype=torch.long),
+            torch.tensor(result.y_txt, dtype=torch.long),
+        )
         train, train_s = timed(
             lambda: stages.train_epoch(
-                comps.model, comps.model, loss_fn, optimizer, train_loader, device, y_img, y_txt,
-                comps.view_percent, order, tuple(cfg.graph.tau), cfg.train.amp, comps.model.train_text,
+                comps.model,
+                comps.model,
+                loss_fn,
+                optimizer,
+                train_loader,
+                device,
+                y_img,
+                y_txt,
+                comps.view_percent,
+                order,
+                tuple(cfg.graph.tau),
+                cfg.train.amp,
+                comps.model.train_text,
             ),
             device,
         )
@@ -110,7 +155,9 @@ def main() -> None:
     else:
         figures["train_skipped"] = f"{result.num_img_clusters} clusters < P"
     metrics, eval_s = timed(
-        lambda: stages.evaluate(comps.model, comps.dataset, comps.test_transform, device, cfg.train.extract_batch_size),
+        lambda: stages.evaluate(
+            comps.model, comps.dataset, comps.test_transform, device, cfg.train.extract_batch_size
+        ),
         device,
     )
     figures.update({"eval_s": eval_s, **metrics})

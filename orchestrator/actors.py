@@ -39,7 +39,11 @@ def actor_cpus(configured: float | None, num_gpus: float) -> float:
 
 
 def start_clustering_actor(
-    cfg: ExperimentConfig, run_name: str, num_samples: int, true_ids: np.ndarray | None, namespace: str
+    cfg: ExperimentConfig,
+    run_name: str,
+    num_samples: int,
+    true_ids: np.ndarray | None,
+    namespace: str,
 ):
     """Create (or reuse) the run's named clustering actor.
 

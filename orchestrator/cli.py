@@ -49,7 +49,9 @@ def print_training_outcome(outcome) -> None:
     if outcome.checkpoint_path:
         console.print(f"checkpoint:    {outcome.checkpoint_path}")
     console.print(f"MLflow run:    {outcome.mlflow_run_id}")
-    console.print(f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}\nthen browse http://127.0.0.1:5000")
+    console.print(
+        f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}\nthen browse http://127.0.0.1:5000"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -94,12 +96,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     title = f"sweep {outcome.name} (mAP / Rank-k in % at the last epoch, * = best mAP)"
     console.print(rich_summary_table(outcome.rows, outcome.columns, title))
     console.print(f"sweep folder:      {outcome.sweep_dir}")
-    console.print(f"MLflow parent run: {outcome.parent_run_id} (table and plots under its 'summary' artifacts)")
+    console.print(
+        f"MLflow parent run: {outcome.parent_run_id} (table and plots under its 'summary' artifacts)"
+    )
     console.print(f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}")
     if outcome.incomplete:
         console.print(
-            f"[red]{len(outcome.incomplete)} point(s) unfinished[/red]: {', '.join(outcome.incomplete)}; after "
-            "fixing the cause, continue with the same command plus --resume (finished trials are kept)"
+            f"[red]{len(outcome.incomplete)} point(s) unfinished[/red]: {', '.join(outcome.incomplete)} "
+            "(failed or interrupted); continue with the same command plus --resume (finished points are kept)"
         )
         return 1
     return 0
@@ -108,8 +112,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from orchestrator.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, root=args.root, overrides=args.overrides)
-    console.print(results_table(f"evaluation of {args.checkpoint}", [metrics], ("mAP", "R1", "R5", "R10")))
+    metrics = evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, root=args.root, overrides=args.overrides
+    )
+    console.print(
+        results_table(f"evaluation of {args.checkpoint}", [metrics], ("mAP", "R1", "R5", "R10"))
+    )
     return 0
 
 
@@ -117,7 +125,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from workers.figures import make_figures
 
     checkpoints = [tuple(item.split("=", 1)) if "=" in item else item for item in args.checkpoint]
-    target = checkpoints[0] if len(checkpoints) == 1 and isinstance(checkpoints[0], str) else checkpoints
+    target = (
+        checkpoints[0] if len(checkpoints) == 1 and isinstance(checkpoints[0], str) else checkpoints
+    )
     paths = make_figures(target, args.out, num_images=args.num_images, max_samples=args.max_samples)
     for name, path in paths.items():
         console.print(f"{name:24s} {path}")
@@ -144,12 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one configuration on Ray (resumes a run of the same name)")
+    train = sub.add_parser(
+        "train", help="train one configuration on Ray (resumes a run of the same name)"
+    )
     train.add_argument("config", help="YAML file, e.g. experiments/veri776_vitb16.yaml")
-    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 graph.tau=[2]")
+    train.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 graph.tau=[2]"
+    )
     train.add_argument("--profile", help="a profile of the YAML file, e.g. smoke")
     train.add_argument("--run-name", help="name of the run (re-use it to resume)")
-    train.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)")
+    train.add_argument(
+        "--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)"
+    )
     train.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="synthetic data, tiny CLIP, full method on local Ray (CPU)")
@@ -158,17 +174,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     demo.set_defaults(func=cmd_demo)
 
-    sweep = sub.add_parser("sweep", help="Ray Tune sweep of whole trainings over the file's sweep grid")
-    sweep.add_argument("config", help="YAML file with a sweep: section, e.g. experiments/table3_tau.yaml")
-    sweep.add_argument("overrides", nargs="*", help="dotted overrides for every trial, e.g. train.epochs=10")
+    sweep = sub.add_parser(
+        "sweep", help="Ray Tune sweep of whole trainings over the file's sweep grid"
+    )
+    sweep.add_argument(
+        "config", help="YAML file with a sweep: section, e.g. experiments/table3_tau.yaml"
+    )
+    sweep.add_argument(
+        "overrides", nargs="*", help="dotted overrides for every trial, e.g. train.epochs=10"
+    )
     sweep.add_argument("--profile", help="a profile of the YAML file, e.g. smoke")
-    sweep.add_argument("--name", help="sweep name: its folder under ray.storage_path and MLflow parent run "
-                       "(default: the file's stem, plus -PROFILE)")
-    sweep.add_argument("--grid", action="append", metavar="KEY=LIST",
-                       help="an extra or replacing grid axis, e.g. --grid \"graph.tau=['1', '1or2']\" (repeatable)")
-    sweep.add_argument("--resume", action="store_true",
-                       help="continue the sweep of this name: finished trials kept, failed ones rerun")
-    sweep.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)")
+    sweep.add_argument(
+        "--name",
+        help="sweep name: its folder under ray.storage_path and MLflow parent run "
+        "(default: the file's stem, plus -PROFILE)",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=LIST",
+        help="an extra or replacing grid axis, e.g. --grid \"graph.tau=['1', '1or2']\" (repeatable)",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep of this name: finished trials kept, failed ones rerun",
+    )
+    sweep.add_argument(
+        "--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)"
+    )
     sweep.add_argument("--max-concurrent", type=int, help="run at most this many trials at a time")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -176,21 +210,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder or its state.pt")
     evaluate.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
     evaluate.add_argument("--root", help="dataset root (default: the one it was trained on)")
-    evaluate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.vehicleid_test_size=800")
+    evaluate.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. data.vehicleid_test_size=800"
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
-    figs = sub.add_parser("figures", help="the paper's Fig. 4, 5, 6 for a checkpoint (or LABEL=CHECKPOINT ...)")
-    figs.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint folder(s); LABEL=PATH to compare runs")
+    figs = sub.add_parser(
+        "figures", help="the paper's Fig. 4, 5, 6 for a checkpoint (or LABEL=CHECKPOINT ...)"
+    )
+    figs.add_argument(
+        "--checkpoint",
+        nargs="+",
+        required=True,
+        help="checkpoint folder(s); LABEL=PATH to compare runs",
+    )
     figs.add_argument("--out", required=True, help="output folder for the PNGs and figures.json")
     figs.add_argument("--num-images", type=int, default=6, help="query images in Fig. 6")
-    figs.add_argument("--max-samples", type=int, default=5000, help="gallery images sampled for Fig. 4/5")
+    figs.add_argument(
+        "--max-samples", type=int, default=5000, help="gallery images sampled for Fig. 4/5"
+    )
     figs.set_defaults(func=cmd_figures)
 
     synth = sub.add_parser("make-synthetic", help="draw the synthetic multi-view vehicle set")
     synth.add_argument("--out", required=True, help="output folder (VeRi-776 layout + masks/)")
     synth.add_argument("--ids", type=int, default=40, help="number of vehicle identities")
     synth.add_argument("--cameras", type=int, default=6, help="number of cameras")
-    synth.add_argument("--images-per-camera", type=int, default=2, help="images per identity and camera")
+    synth.add_argument(
+        "--images-per-camera", type=int, default=2, help="images per identity and camera"
+    )
     synth.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_make_synthetic)

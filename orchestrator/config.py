@@ -13,7 +13,13 @@ from typing import Any
 
 import yaml
 
-from viewcoop_core.config import ConfigError, ExperimentConfig, apply_overrides, parse_override, set_dotted  # noqa: F401 - re-exported
+from viewcoop_core.config import (  # noqa: F401 - re-exported
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    parse_override,
+    set_dotted,
+)
 
 RESERVED_KEYS = ("profiles", "sweep")
 
@@ -21,7 +27,9 @@ RESERVED_KEYS = ("profiles", "sweep")
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist (configs live in experiments/*.yaml)")
+        raise FileNotFoundError(
+            f"config file {path} does not exist (configs live in experiments/*.yaml)"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
@@ -43,14 +51,6 @@ def load_config(
         tree = apply_overrides(tree, profiles[profile] or {})
     tree = apply_overrides(tree, overrides or [])
     return ExperimentConfig.from_dict(tree)
-
-
-def sweep_axes(path: str | Path) -> dict[str, list[Any]]:
-    """The ``sweep:`` section of a config file: dotted key -> list of grid values."""
-    axes = read_yaml(path).get("sweep") or {}
-    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
-        raise ConfigError(f"'sweep' in {path} must map dotted keys to non-empty lists of values")
-    return axes
 
 
 def save_resolved(config: ExperimentConfig, path: str | Path) -> Path:

@@ -35,8 +35,13 @@ def evaluate_checkpoint(
         comps.model.prompt_learner.on_clusters_changed(int(state["y_img"].max()) + 1)
     comps.model.load_state_dict(state["model"])
     metrics = stages.evaluate(
-        comps.model, comps.dataset, comps.test_transform, torch_device,
-        cfg.train.extract_batch_size, cfg.data.num_workers, cfg.train.amp,
+        comps.model,
+        comps.dataset,
+        comps.test_transform,
+        torch_device,
+        cfg.train.extract_batch_size,
+        cfg.data.num_workers,
+        cfg.train.amp,
     )
     logger.info("epoch %s checkpoint on %s: %s", state.get("epoch"), cfg.data.dataset, metrics)
     return metrics

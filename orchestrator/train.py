@@ -29,6 +29,7 @@ from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainingOutcome:
     run_name: str
@@ -61,6 +62,23 @@ def ensure_dataset(cfg: ExperimentConfig) -> None:
     )
 
 
+def ensure_weights(cfg: ExperimentConfig) -> ExperimentConfig:
+    """With ``model.synthetic_pretrain``: the cached synthetic-pretrained tiny CLIP as
+    ``model.pretrained`` (trained here, on the driver, the first time)."""
+    if not cfg.model.synthetic_pretrain:
+        return cfg
+    from viewcoop_core.pretrain import ensure_pretrained_tiny_clip  # noqa: PLC0415 - demo-only path
+
+    path = ensure_pretrained_tiny_clip(
+        Path(cfg.data.root).parent / "pretrained",
+        image_size=cfg.model.image_size,
+        max_seconds=cfg.model.synthetic_pretrain_seconds,
+    )
+    tree = cfg.to_dict()
+    tree["model"].update(pretrained=str(path), synthetic_pretrain=False)
+    return ExperimentConfig.from_dict(tree)
+
+
 def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (a cluster, "auto") or start a local instance."""
     if ray.is_initialized():
@@ -85,7 +103,11 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def train_loop_config(
-    cfg: ExperimentConfig, run_name: str, run_dir: Path, tracking_uri: str, parent_run_id: str | None
+    cfg: ExperimentConfig,
+    run_name: str,
+    run_dir: Path,
+    tracking_uri: str,
+    parent_run_id: str | None,
 ) -> dict[str, Any]:
     resolved_path = save_resolved(cfg, run_dir / "config.yaml")
     return {
@@ -100,7 +122,9 @@ def train_loop_config(
             "tracking_uri": tracking_uri,
             "experiment": cfg.tracking.experiment,
             "parent_run_id": parent_run_id,
-            "artifact_root": str(Path(cfg.ray.storage_path) / "mlartifacts") if "://" not in cfg.ray.storage_path else None,
+            "artifact_root": str(Path(cfg.ray.storage_path) / "mlartifacts")
+            if "://" not in cfg.ray.storage_path
+            else None,
         },
     }
 
@@ -138,7 +162,7 @@ def run_training(
     ``callbacks``: Ray Train user callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep.
     """
     ensure_dataset(cfg)
-    cfg = absolute_paths(cfg)
+    cfg = ensure_weights(absolute_paths(cfg))
     run_name = run_name or default_run_name(cfg)
     run_dir = Path(cfg.ray.storage_path) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,9 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
-        _require(self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}")
+        _require(
+            self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}"
+        )
         _require(
             self.vehicleid_test_size in (800, 1600, 2400),
             "data.vehicleid_test_size",
@@ -72,14 +74,27 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """open_clip backbone. ``pretrained``: None, an open_clip tag or a local weights file."""
+    """open_clip backbone. ``pretrained``: None, an open_clip tag or a local weights file.
+
+    ``synthetic_pretrain``: for the tiny model only (no real CLIP weights on CPU demos):
+    pretrain it contrastively on captioned synthetic vehicles with other identities
+    than the re-id set (``viewcoop_core.pretrain``), cached, and start from those weights.
+    """
 
     name: str = "ViT-B-16"
     pretrained: str | None = None
     image_size: int = 256
+    synthetic_pretrain: bool = False
+    synthetic_pretrain_seconds: float = 150.0
 
     def __post_init__(self) -> None:
         _require(self.image_size % 16 == 0, "model.image_size", self.image_size, "a multiple of 16")
+        _require(
+            not (self.synthetic_pretrain and self.pretrained),
+            "model.synthetic_pretrain",
+            self.synthetic_pretrain,
+            "false when model.pretrained is set",
+        )
 
 
 @dataclass
@@ -89,7 +104,12 @@ class PromptConfig:
     shuffle_clauses: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.variant in PROMPT_VARIANTS, "prompt.variant", self.variant, f"one of {PROMPT_VARIANTS}")
+        _require(
+            self.variant in PROMPT_VARIANTS,
+            "prompt.variant",
+            self.variant,
+            f"one of {PROMPT_VARIANTS}",
+        )
         _require(self.num_ctx >= 1, "prompt.num_ctx", self.num_ctx, "an int >= 1")
 
 
@@ -126,8 +146,15 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         _require(0 < self.eps < 1, "cluster.eps", self.eps, "a float in (0, 1)")
         _require(self.min_samples >= 1, "cluster.min_samples", self.min_samples, "an int >= 1")
-        _require(self.k1 >= 2 and self.k2 >= 1, "cluster.k1/k2", (self.k1, self.k2), "k1 >= 2, k2 >= 1")
-        _require(self.backend in CLUSTER_BACKENDS, "cluster.backend", self.backend, f"one of {CLUSTER_BACKENDS}")
+        _require(
+            self.k1 >= 2 and self.k2 >= 1, "cluster.k1/k2", (self.k1, self.k2), "k1 >= 2, k2 >= 1"
+        )
+        _require(
+            self.backend in CLUSTER_BACKENDS,
+            "cluster.backend",
+            self.backend,
+            f"one of {CLUSTER_BACKENDS}",
+        )
 
 
 @dataclass
@@ -139,7 +166,12 @@ class GraphConfig:
 
     def __post_init__(self) -> None:
         self.tau = list(resolve_tau(self.tau))
-        _require(self.dic_backend in DIC_BACKENDS, "graph.dic_backend", self.dic_backend, f"one of {DIC_BACKENDS}")
+        _require(
+            self.dic_backend in DIC_BACKENDS,
+            "graph.dic_backend",
+            self.dic_backend,
+            f"one of {DIC_BACKENDS}",
+        )
 
 
 def resolve_tau(value: Any) -> tuple[int, ...]:
@@ -207,7 +239,12 @@ class TrainConfig:
             self.batch_size,
             f"a multiple of train.num_instances ({self.num_instances})",
         )
-        _require(self.epochs >= 1 and self.iters >= 1, "train.epochs/iters", (self.epochs, self.iters), ">= 1")
+        _require(
+            self.epochs >= 1 and self.iters >= 1,
+            "train.epochs/iters",
+            (self.epochs, self.iters),
+            ">= 1",
+        )
         _require(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
 
 
@@ -304,6 +341,12 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "5e-5" (no dot) as a string; accept the number it means.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{path}={value!r} must be a number")
     if hint is str:
         if isinstance(value, str):
@@ -315,7 +358,9 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
 def parse_override(item: str) -> tuple[str, Any]:
     """``"train.epochs=3"`` -> ("train.epochs", 3); the value is parsed as YAML."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like dotted.key=value (e.g. train.epochs=3)")
+        raise ConfigError(
+            f"override {item!r} must look like dotted.key=value (e.g. train.epochs=3)"
+        )
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key:

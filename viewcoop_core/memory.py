@@ -194,21 +194,28 @@ class ClusterMemory(nn.Module):
                 labels.numel(),
                 max_label == IGNORE_LABEL,
             )
-            return features.sum() * 0.0
-        if max_label >= self.num_clusters:
+            loss = features.sum() * 0.0
+        elif max_label >= self.num_clusters:
             raise ValueError(
                 f"label {max_label} is outside the memory's {self.num_clusters} clusters: "
                 "reset() the memory with this epoch's centroids before training on its labels"
             )
-        logits = features @ self.memory.t() / self.temperature
-        loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
-        # Out of place: autograd saved the old memory for the backward of the matmul.
-        with torch.no_grad():
-            feats, labs = features.detach(), labels
-            if self.gather is not None:
-                feats, labs = self.gather(feats, labs)
-            self.memory = momentum_update(self.memory, feats, labs, self.momentum)
+        else:
+            logits = features @ self.memory.t() / self.temperature
+            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
+        self._update(features.detach(), labels)
         return loss
+
+    @torch.no_grad()
+    def _update(self, features: Tensor, labels: Tensor) -> None:
+        # Every rank gathers on every step, also when its own batch has no valid label:
+        # a rank that skipped the collective would deadlock the others.
+        if self.gather is not None:
+            features, labels = self.gather(features, labels)
+        if self.num_clusters == 0 or not bool((labels != IGNORE_LABEL).any()):
+            return
+        # Out of place: autograd saved the old memory for the backward of the matmul.
+        self.memory = momentum_update(self.memory, features, labels, self.momentum)
 
     def extra_repr(self) -> str:
         return (

@@ -41,7 +41,12 @@ from torch import Tensor, nn
 from viewcoop_core.data.masks import load_mask
 from viewcoop_core.data.synthetic import MASK_DIR, META_FILE, SPLIT_DIRS, make_synthetic
 from viewcoop_core.data.transforms import build_test_transform, build_train_transform
-from viewcoop_core.models.clip import TINY_MODEL_NAME, ClipBundle, build_clip, encode_text_embeddings
+from viewcoop_core.models.clip import (
+    TINY_MODEL_NAME,
+    ClipBundle,
+    build_clip,
+    encode_text_embeddings,
+)
 from viewcoop_core.views import VIEW_NAMES, view_counts
 
 logger = logging.getLogger(__name__)
@@ -67,9 +72,12 @@ _WARMUP_FRACTION = 0.1
 # Arguments of pretrain_clip that say where, not what: left out of the cache key.
 _NOT_TRAINING_PARAMETERS = ("data_root", "out_path", "device")
 
-# The pretraining set and budget of the CPU demo (see ensure_pretrained_tiny_clip).
-DEFAULT_NUM_IDS = 160
-DEFAULT_NUM_CAMERAS = 12
+# The pretraining set and budget of the CPU demo (see ensure_pretrained_tiny_clip):
+# ~1,900 images, ~50 epochs in 2.5 minutes on 2 cores. Many cameras matter most: the
+# re-id set is seen through cameras (light, colour cast, background, blur) never met
+# here, and at equal image counts 24 camera styles generalise far better than 8 or 12.
+DEFAULT_NUM_IDS = 80
+DEFAULT_NUM_CAMERAS = 24
 DEFAULT_IMAGES_PER_CAMERA = 1
 DEFAULT_MAX_SECONDS = 150.0
 
@@ -95,9 +103,9 @@ def _mark_phrases(attributes: Mapping) -> list[str]:
     marks = []
     stripe = attributes.get("stripe")
     if stripe is not None:
-        count = "double side stripes" if stripe == "double" else "a side stripe"
         colour = colour_word(attributes["stripe_colour"])
-        marks.append(count.replace("side", f"{colour} side", 1))
+        single = f"{_article(colour)} {colour} side stripe"
+        marks.append(f"double {colour} side stripes" if stripe == "double" else single)
     roof_item = attributes.get("roof_item")
     if roof_item is not None:
         phrase = f"{colour_word(attributes['roof_colour'])} {_ROOF_WORDS[roof_item]}"
@@ -132,7 +140,7 @@ def caption_for(attributes: Mapping, view: str | None) -> str:
 
     Returns:
         e.g. ``"a photo of a red sedan with a yellow side stripe, a black roof rack and
-        silver spoke wheels, seen from the front."``
+        silver spoked wheels, seen from the front."``
     """
     missing = [key for key in ("body_type", "colour_name") if key not in attributes]
     if missing:
@@ -143,8 +151,11 @@ def caption_for(attributes: Mapping, view: str | None) -> str:
     subject = f"{colour_word(attributes['colour_name'])} {body}"
     marks = _mark_phrases(attributes)
     if attributes["body_type"] == "truck":
-        marks.insert(0, f"{_article(attributes['cargo_colour'])} "
-                        f"{colour_word(attributes['cargo_colour'])} cargo box")
+        marks.insert(
+            0,
+            f"{_article(attributes['cargo_colour'])} "
+            f"{colour_word(attributes['cargo_colour'])} cargo box",
+        )
     described = marks[0] if len(marks) == 1 else f"{', '.join(marks[:-1])} and {marks[-1]}"
     sentence = f"a photo of {_article(subject)} {subject} with {described}"
     if view is not None:
@@ -169,18 +180,22 @@ def dominant_view(mask: np.ndarray) -> str | None:
 
 @dataclass(frozen=True)
 class CaptionedImage:
-    """One pretraining pair: an image file, its identity and its caption."""
+    """One pretraining image, its identity and its two captions.
+
+    ``caption`` names the image's dominant view (``view``, from its mask);
+    ``identity_caption`` is the same sentence without it, true of every image of the
+    vehicle.
+    """
 
     path: str
     vid: int
+    view: str | None
     caption: str
+    identity_caption: str
 
 
 def read_captioned_images(data_root: str | os.PathLike) -> list[CaptionedImage]:
-    """Every train and gallery image of a synthetic set, captioned from ``meta.json``.
-
-    The view in each caption is the dominant view of the image's mask in ``masks/``.
-    """
+    """Every train and gallery image of a synthetic set, captioned from ``meta.json``."""
     root = Path(data_root).expanduser()
     meta_path = root / META_FILE
     if not meta_path.is_file():
@@ -196,9 +211,17 @@ def read_captioned_images(data_root: str | os.PathLike) -> list[CaptionedImage]:
         if record["split"] not in _IMAGE_SPLITS:
             continue
         image_path = root / SPLIT_DIRS[record["split"]] / record["name"]
-        mask = load_mask(root / MASK_DIR / f"{image_path.stem}.png")
-        caption = caption_for(identities[int(record["vid"])], dominant_view(mask))
-        pairs.append(CaptionedImage(str(image_path), int(record["vid"]), caption))
+        view = dominant_view(load_mask(root / MASK_DIR / f"{image_path.stem}.png"))
+        attributes = identities[int(record["vid"])]
+        pairs.append(
+            CaptionedImage(
+                path=str(image_path),
+                vid=int(record["vid"]),
+                view=view,
+                caption=caption_for(attributes, view),
+                identity_caption=caption_for(attributes, None),
+            )
+        )
     if not pairs:
         raise ValueError(f"{meta_path} lists no train or gallery images")
     return pairs
@@ -260,7 +283,11 @@ def _encode_captions(model: nn.Module, tokens: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PretrainSummary:
-    """What ``pretrain_clip`` did; ``stopped_by_time`` when ``max_seconds`` ended it."""
+    """What ``pretrain_clip`` did; ``stopped_by_time`` when ``max_seconds`` ended it.
+
+    ``first_loss`` is the mean loss of the first full epoch (NaN if none finished),
+    ``final_loss`` that of the last epoch run, complete or not.
+    """
 
     out_path: str
     num_images: int
@@ -279,8 +306,9 @@ def _learning_rate_factor(progress: float) -> float:
     """Linear warmup over the first 10 % of training, then cosine decay to zero."""
     if progress < _WARMUP_FRACTION:
         return max(progress / _WARMUP_FRACTION, 0.01)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - _WARMUP_FRACTION)
-                                                / (1.0 - _WARMUP_FRACTION))))
+    return 0.5 * (
+        1.0 + math.cos(math.pi * min(1.0, (progress - _WARMUP_FRACTION) / (1.0 - _WARMUP_FRACTION)))
+    )
 
 
 def _adamw_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -305,10 +333,11 @@ def pretrain_clip(
     out_path: str | os.PathLike,
     model_name: str = TINY_MODEL_NAME,
     image_size: int = 128,
-    epochs: int = 40,
+    epochs: int = 50,
     batch_size: int = 128,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     weight_decay: float = 0.05,
+    view_caption_p: float = 0.25,
     seed: int = 0,
     max_seconds: float | None = None,
     device: str = "cpu",
@@ -316,11 +345,15 @@ def pretrain_clip(
     """Train a randomly initialised CLIP contrastively on a captioned synthetic set.
 
     Images get the re-id training augmentation (``build_train_transform``: flip, pad
-    and crop, random erasing); captions come from ``read_captioned_images``. AdamW with
-    a warmup-cosine schedule whose progress is the larger of the step fraction and the
-    elapsed fraction of ``max_seconds``, so a run stopped by the time cap has still
-    annealed its learning rate. The temperature is learnt, clamped at 100 like
-    open_clip. Seeding uses a forked torch RNG: the caller's global state is untouched.
+    and crop, random erasing). Each step describes each image by its view caption
+    with probability ``view_caption_p``, else by its identity caption: the text tower
+    learns the view words, while the image features are not pushed to separate the
+    views of one vehicle as much as view-only captions would (which hurts re-id).
+    AdamW with a warmup-cosine schedule whose progress is the larger of the step
+    fraction and the elapsed fraction of ``max_seconds``, so a run stopped by the time
+    cap has still annealed its learning rate. The temperature is learnt, clamped at
+    100 like open_clip. Seeding uses a forked torch RNG: the caller's global state is
+    untouched.
 
     Args:
         data_root: a folder written by ``make_synthetic`` (needs ``meta.json``, masks).
@@ -328,15 +361,18 @@ def pretrain_clip(
         model_name, image_size: the architecture, as for ``build_clip``.
         epochs, batch_size, lr, weight_decay: optimisation; the last partial batch of
             each epoch is dropped.
-        seed: model initialisation, batch order and augmentation.
+        view_caption_p: probability, per image and step, of the caption naming the view.
+        seed: model initialisation, batch order, caption choice and augmentation.
         max_seconds: hard cap on the training loop's wall time (checked every step).
         device: where the model trains.
 
     Returns:
-        A ``PretrainSummary``; the losses are the means over the first and last epoch.
+        A ``PretrainSummary``.
     """
     if epochs < 1 or batch_size < 2:
         raise ValueError(f"epochs={epochs} must be >= 1 and batch_size={batch_size} >= 2")
+    if not 0.0 <= view_caption_p <= 1.0:
+        raise ValueError(f"view_caption_p={view_caption_p} must be a probability in [0, 1]")
     out_path = Path(out_path).expanduser()
     if out_path.suffix not in (".pt", ".pth"):
         raise ValueError(f"out_path={str(out_path)!r}: expected a .pt or .pth file name")
@@ -348,9 +384,65 @@ def pretrain_clip(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         bundle = build_clip(model_name, pretrained=None, image_size=image_size, device=device)
-        summary = _train(bundle, pairs, out_path, epochs, batch_size, lr, weight_decay,
-                         max_seconds, device)
+        schedule = _Schedule(lr, epochs * (len(pairs) // batch_size), max_seconds)
+        summary = _train(
+            bundle,
+            pairs,
+            out_path,
+            epochs,
+            batch_size,
+            weight_decay,
+            view_caption_p,
+            schedule,
+            device,
+        )
     return summary
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Learning rate over training; ``max_seconds`` ends it early."""
+
+    lr: float
+    total_steps: int
+    max_seconds: float | None
+
+    def out_of_time(self, elapsed: float) -> bool:
+        return self.max_seconds is not None and elapsed >= self.max_seconds
+
+    def learning_rate(self, step: int, elapsed: float) -> float:
+        progress = step / self.total_steps
+        if self.max_seconds is not None:
+            progress = max(progress, elapsed / self.max_seconds)
+        return self.lr * _learning_rate_factor(progress)
+
+
+@dataclass(frozen=True)
+class _CaptionTable:
+    """Both captions of every image as rows of one token table.
+
+    ``tokens`` long [C, 77] for the C distinct sentences; ``with_view`` and
+    ``without_view`` long [N] give each image's two rows.
+    """
+
+    tokens: Tensor
+    with_view: Tensor
+    without_view: Tensor
+
+    @classmethod
+    def build(cls, pairs: Sequence[CaptionedImage], tokenizer) -> _CaptionTable:
+        sentences = sorted({p.caption for p in pairs} | {p.identity_caption for p in pairs})
+        row = {sentence: i for i, sentence in enumerate(sentences)}
+        return cls(
+            tokens=tokenizer(sentences),
+            with_view=torch.tensor([row[p.caption] for p in pairs]),
+            without_view=torch.tensor([row[p.identity_caption] for p in pairs]),
+        )
+
+    def sample(self, batch: Tensor, view_caption_p: float) -> Tensor:
+        """Caption rows long [B] for the images ``batch``, each naming its view w.p. p."""
+        names_view = torch.rand(len(batch)) < view_caption_p
+        return torch.where(names_view, self.with_view[batch], self.without_view[batch])
 
 
 def _train(
@@ -359,86 +451,82 @@ def _train(
     out_path: Path,
     epochs: int,
     batch_size: int,
-    lr: float,
     weight_decay: float,
-    max_seconds: float | None,
+    view_caption_p: float,
+    schedule: _Schedule,
     device: str,
 ) -> PretrainSummary:
     start = time.perf_counter()
     model = bundle.model.train()
-    side = (bundle.image_size, bundle.image_size)
-    transform = build_train_transform(side, bundle.mean, bundle.std)
+    transform = build_train_transform((bundle.image_size,) * 2, bundle.mean, bundle.std)
     images = _load_images([pair.path for pair in pairs])
-    captions = sorted({pair.caption for pair in pairs})
-    caption_of_image = torch.tensor([captions.index(pair.caption) for pair in pairs])
-    tokens = bundle.tokenizer(captions).to(device)  # [C, 77], tokenised once
-    optimiser = torch.optim.AdamW(_adamw_parameter_groups(model, weight_decay), lr=lr)
+    captions = _CaptionTable.build(pairs, bundle.tokenizer)
+    tokens = captions.tokens.to(device)
+    optimiser = torch.optim.AdamW(_adamw_parameter_groups(model, weight_decay), lr=schedule.lr)
     steps_per_epoch = len(pairs) // batch_size
-    total_steps = epochs * steps_per_epoch
     logger.info(
         "pretraining %s on %d images of %d identities, %d distinct captions: %d epochs x %d "
         "steps of %d%s",
         bundle.model_name,
         len(pairs),
         len({pair.vid for pair in pairs}),
-        len(captions),
+        len(captions.tokens),
         epochs,
         steps_per_epoch,
         batch_size,
-        f", at most {max_seconds:.0f} s" if max_seconds is not None else "",
+        f", at most {schedule.max_seconds:.0f} s" if schedule.max_seconds is not None else "",
     )
-
-    step, epoch_losses, first_loss, stopped_by_time = 0, [], float("nan"), False
-    epochs_completed = 0
-    for epoch in range(epochs):
-        order = torch.randperm(len(pairs))
+    step, epochs_completed, epoch_losses, first_loss = 0, 0, [], float("nan")
+    while epochs_completed < epochs and not schedule.out_of_time(time.perf_counter() - start):
         epoch_losses = []
-        for batch_start in range(0, steps_per_epoch * batch_size, batch_size):
+        for batch in torch.randperm(len(pairs))[: steps_per_epoch * batch_size].split(batch_size):
             elapsed = time.perf_counter() - start
-            if max_seconds is not None and elapsed >= max_seconds:
-                stopped_by_time = True
+            if schedule.out_of_time(elapsed):
                 break
-            progress = step / total_steps
-            if max_seconds is not None:
-                progress = max(progress, elapsed / max_seconds)
             for group in optimiser.param_groups:
-                group["lr"] = lr * _learning_rate_factor(progress)
-            batch = order[batch_start : batch_start + batch_size]
-            loss = train_step(model, optimiser, images, transform, tokens,
-                               caption_of_image, batch, device)
-            epoch_losses.append(loss)
+                group["lr"] = schedule.learning_rate(step, elapsed)
+            pixels = torch.stack([transform(images[int(i)]) for i in batch])
+            caption_rows = captions.sample(batch, view_caption_p)
+            epoch_losses.append(
+                train_step(model, optimiser, pixels.to(device), tokens, caption_rows.to(device))
+            )
             step += 1
-        if stopped_by_time:
-            break
-        epochs_completed += 1
-        mean_loss = float(np.mean(epoch_losses))
-        if epoch == 0:
-            first_loss = mean_loss
-        logger.debug("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, mean_loss)
-    final_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
+        else:
+            epochs_completed += 1
+            if epochs_completed == 1:
+                first_loss = float(np.mean(epoch_losses))
+    stopped_by_time = epochs_completed < epochs
     if stopped_by_time:
         logger.warning(
             "pretraining stopped by max_seconds=%.0f after %d of %d steps (%d full epochs)",
-            max_seconds, step, total_steps, epochs_completed,
+            schedule.max_seconds,
+            step,
+            schedule.total_steps,
+            epochs_completed,
         )
     _write_atomically(model.state_dict(), out_path)
     summary = PretrainSummary(
         out_path=str(out_path),
         num_images=len(pairs),
         num_identities=len({pair.vid for pair in pairs}),
-        num_captions=len(captions),
+        num_captions=len(captions.tokens),
         epochs_completed=epochs_completed,
         steps=step,
         first_loss=first_loss,
-        final_loss=final_loss,
+        final_loss=float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
         final_logit_scale=float(model.logit_scale.detach().exp()),
         seconds=round(time.perf_counter() - start, 2),
         stopped_by_time=stopped_by_time,
     )
     logger.info(
-        "pretrained %s in %.0f s (%d steps): loss %.3f -> %.3f, temperature 1/%.1f; saved %s",
-        bundle.model_name, summary.seconds, step, first_loss, final_loss,
-        summary.final_logit_scale, out_path,
+        "pretrained %s in %.0f s (%d steps): loss %.3f -> %.3f, logit scale %.1f; saved %s",
+        bundle.model_name,
+        summary.seconds,
+        step,
+        summary.first_loss,
+        summary.final_loss,
+        summary.final_logit_scale,
+        out_path,
     )
     return summary
 
@@ -446,21 +534,25 @@ def _train(
 def train_step(
     model: nn.Module,
     optimiser: torch.optim.Optimizer,
-    images: list[Image.Image],
-    transform,
+    pixels: Tensor,
     tokens: Tensor,
-    caption_of_image: Tensor,
-    batch: Tensor,
-    device: str,
+    caption_rows: Tensor,
 ) -> float:
-    """One optimiser step on the images ``batch`` (long [B] indices); returns the loss."""
-    pixels = torch.stack([transform(images[int(i)]) for i in batch]).to(device)
-    # Encode each distinct caption of the batch once.
-    distinct, caption_index = torch.unique(caption_of_image[batch], return_inverse=True)
+    """One contrastive optimiser step; returns the loss.
+
+    Args:
+        model: an open_clip CLIP in train mode.
+        optimiser: over ``model``'s parameters.
+        pixels: float [B, 3, H, W], normalised images.
+        tokens: long [C, 77], the caption table.
+        caption_rows: long [B], the row of ``tokens`` describing each image.
+    """
+    # Each distinct caption of the batch is encoded once.
+    distinct, caption_index = torch.unique(caption_rows, return_inverse=True)
     loss = clip_contrastive_loss(
         model.encode_image(pixels),
-        _encode_captions(model, tokens[distinct.to(device)]),
-        caption_index.to(device),
+        _encode_captions(model, tokens[distinct]),
+        caption_index,
         model.logit_scale,
     )
     optimiser.zero_grad(set_to_none=True)
@@ -485,14 +577,17 @@ def _training_parameters(image_size: int, train_kwargs: Mapping) -> dict:
     Filling in the defaults makes the cache key change when a default changes.
     """
     signature = inspect.signature(pretrain_clip)
-    allowed = [name for name in signature.parameters if name not in _NOT_TRAINING_PARAMETERS]
-    unknown = sorted(set(train_kwargs) - set(allowed) - {"device"})
+    fixed = {"model_name": TINY_MODEL_NAME, "image_size": image_size}
+    allowed = [
+        name
+        for name in signature.parameters
+        if name not in _NOT_TRAINING_PARAMETERS and name not in fixed
+    ]
+    unknown = sorted(set(train_kwargs) - set(allowed))
     if unknown:
         raise TypeError(f"unknown pretraining arguments {unknown}; allowed: {allowed}")
     defaults = {name: signature.parameters[name].default for name in allowed}
-    training = {**defaults, "model_name": TINY_MODEL_NAME, **train_kwargs, "image_size": image_size}
-    training.pop("device", None)  # where it trains does not change what is learnt
-    return training
+    return {**defaults, **train_kwargs, **fixed}
 
 
 def _pretraining_set(data_dir: Path, generation: Mapping) -> Path:
@@ -554,11 +649,14 @@ def ensure_pretrained_tiny_clip(
         logger.info("using cached pretrained CLIP weights %s", weights)
         return weights
     data_dir = _pretraining_set(
-        cache / "pretrain-data"
+        cache
+        / "pretrain-data"
         / f"ids{num_ids}-cams{num_cameras}-ipc{images_per_camera}-px{image_size}-seed{seed}",
         generation,
     )
-    remaining = None if max_seconds is None else max(0.0, max_seconds - (time.perf_counter() - start))
+    remaining = (
+        None if max_seconds is None else max(0.0, max_seconds - (time.perf_counter() - start))
+    )
     summary = pretrain_clip(
         data_dir, weights, **{**training, "max_seconds": remaining}, device=device
     )
@@ -602,7 +700,9 @@ def extract_image_features(
     transform = build_test_transform(side, bundle.mean, bundle.std)
     features = []
     for start in range(0, len(paths), batch_size):
-        pixels = torch.stack([transform(image) for image in _load_images(paths[start : start + batch_size])])
+        pixels = torch.stack(
+            [transform(image) for image in _load_images(paths[start : start + batch_size])]
+        )
         features.append(F.normalize(model.encode_image(pixels.to(device)).float(), dim=-1).cpu())
     return torch.cat(features)
 
@@ -641,8 +741,9 @@ def reid_probe(
     true_ids = np.array([s.pid for s in dataset.train])
     clustering = []
     for eps, k1 in cluster_settings:
-        labels = pseudo_labels(train, eps=eps, min_samples=min_samples, k1=k1, k2=k2,
-                               backend="sklearn")
+        labels = pseudo_labels(
+            train, eps=eps, min_samples=min_samples, k1=k1, k2=k2, backend="sklearn"
+        )
         clustering.append(
             ClusterProbe(
                 eps=eps,
@@ -665,7 +766,12 @@ def _log_probe(name: str, probe: ReidProbe) -> None:
     for c in probe.clustering:
         logger.info(
             "%s: eps %.2f k1 %2d -> ARI %.3f, %d clusters (true ids %d), %.0f %% outliers",
-            name, c.eps, c.k1, c.adjusted_rand_index, c.num_clusters, probe.num_train_ids,
+            name,
+            c.eps,
+            c.k1,
+            c.adjusted_rand_index,
+            c.num_clusters,
+            probe.num_train_ids,
             100 * c.outlier_fraction,
         )
 
@@ -676,7 +782,9 @@ def _default(name: str):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Pretrain (or reuse) the tiny CLIP, optionally probing it against random init."""
-    parser = argparse.ArgumentParser(prog="python -m viewcoop_core.pretrain", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m viewcoop_core.pretrain", description=main.__doc__
+    )
     parser.add_argument("--cache-dir", required=True, help="where the set and weights are cached")
     parser.add_argument("--num-ids", type=int, default=DEFAULT_NUM_IDS)
     parser.add_argument("--num-cameras", type=int, default=DEFAULT_NUM_CAMERAS)
@@ -685,8 +793,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=_default("epochs"))
     parser.add_argument("--batch-size", type=int, default=_default("batch_size"))
     parser.add_argument("--lr", type=float, default=_default("lr"))
-    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
-                        help="cap on drawing the set plus training; 0 for none")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help="cap on drawing the set plus training; 0 for none",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--probe-data", help="a make_synthetic re-id set to probe the weights on")
     args = parser.parse_args(argv)

@@ -19,7 +19,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -41,6 +45,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: expected a folder holding {CHECKPOINT_FILE}")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: expected a folder holding {CHECKPOINT_FILE}"
+        )
     # Our own files hold numpy RNG state and labels besides tensors, so not weights-only.
     return torch.load(path, map_location="cpu", weights_only=False)

@@ -79,7 +79,13 @@ class ClusteringService:
         device: str = "auto",
     ) -> None:
         self.num_samples = num_samples
-        self.cluster_kwargs = {"eps": eps, "min_samples": min_samples, "k1": k1, "k2": k2, "backend": backend}
+        self.cluster_kwargs = {
+            "eps": eps,
+            "min_samples": min_samples,
+            "k1": k1,
+            "k2": k2,
+            "backend": backend,
+        }
         self.taus = tuple(tuple(t) for t in taus)
         self.dic_backend = dic_backend
         self.dense_dictionary_max_n = dense_dictionary_max_n
@@ -95,18 +101,26 @@ class ClusteringService:
     ) -> int:
         """Store one worker's shard: indices int[n], img/txt float32[n, D]. Returns n."""
         if len(indices) != len(img) or len(indices) != len(txt):
-            raise ValueError(f"shard of rank {rank}: {len(indices)} indices, {len(img)} img, {len(txt)} txt")
+            raise ValueError(
+                f"shard of rank {rank}: {len(indices)} indices, {len(img)} img, {len(txt)} txt"
+            )
         # Older epochs can no longer be asked for; drop them so memory stays one epoch.
         for stale in [e for e in self._shards if e < epoch]:
             del self._shards[stale]
-        self._shards.setdefault(epoch, {})[rank] = (np.asarray(indices), np.asarray(img), np.asarray(txt))
+        self._shards.setdefault(epoch, {})[rank] = (
+            np.asarray(indices),
+            np.asarray(img),
+            np.asarray(txt),
+        )
         return len(indices)
 
     def assemble(self, epoch: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Shards of ``epoch`` in dataset order: float32[N, D] image and text features."""
         shards = self._shards.get(epoch, {})
         if len(shards) != world_size:
-            raise RuntimeError(f"epoch {epoch}: {len(shards)} of {world_size} feature shards arrived")
+            raise RuntimeError(
+                f"epoch {epoch}: {len(shards)} of {world_size} feature shards arrived"
+            )
         indices = np.concatenate([s[0] for s in shards.values()])
         if len(indices) != self.num_samples or len(np.unique(indices)) != self.num_samples:
             raise RuntimeError(
@@ -132,7 +146,9 @@ class ClusteringService:
             tensor = torch.as_tensor(feats, device=self.device)
             labels[modality] = pseudo_labels(tensor, **self.cluster_kwargs).astype(np.int32)
             timings[f"cluster_{modality}_s"] = time.perf_counter() - start
-            cents, _ = cluster_centroids(torch.as_tensor(feats), torch.as_tensor(labels[modality], dtype=torch.long))
+            cents, _ = cluster_centroids(
+                torch.as_tensor(feats), torch.as_tensor(labels[modality], dtype=torch.long)
+            )
             centroids[modality] = cents.numpy().astype(np.float32)
         stats = self.statistics(labels["img"], labels["txt"], timings)
         result = ClusterResult(
@@ -154,7 +170,9 @@ class ClusteringService:
         )
         return result
 
-    def statistics(self, y_img: np.ndarray, y_txt: np.ndarray, timings: dict[str, float]) -> dict[str, float]:
+    def statistics(
+        self, y_img: np.ndarray, y_txt: np.ndarray, timings: dict[str, float]
+    ) -> dict[str, float]:
         """Cluster counts, outliers, label quality (when ids are known) and graph figures per tau."""
         stats: dict[str, float] = {}
         for modality, y in (("img", y_img), ("txt", y_txt)):

@@ -64,7 +64,9 @@ def needs_view_ratios(variant: str) -> bool:
     return variant in ("viewcoop", "viewcoop_static")
 
 
-def train_view_percent(dataset: ReidDataset, variant: str, patch_size: int | None, image_size: int) -> torch.Tensor:
+def train_view_percent(
+    dataset: ReidDataset, variant: str, patch_size: int | None, image_size: int
+) -> torch.Tensor:
     """int64[N, 4] whole-percent view proportions of the training images (zeros when unused)."""
     if not needs_view_ratios(variant):
         return torch.zeros(len(dataset.train), 4, dtype=torch.long)
@@ -76,20 +78,28 @@ def train_view_percent(dataset: ReidDataset, variant: str, patch_size: int | Non
             "Set data.masks_dir to a folder of <image stem>.png masks (0 background, 1 front, "
             "2 back, 3 top, 4 side) or use a prompt variant without view clauses."
         )
-    ratios = compute_view_ratios([s.mask_path for s in dataset.train], patch_size, (image_size, image_size))
+    ratios = compute_view_ratios(
+        [s.mask_path for s in dataset.train], patch_size, (image_size, image_size)
+    )
     return torch.as_tensor(ratios_to_percent(ratios), dtype=torch.long)
 
 
-def build_components(cfg: ExperimentConfig, device: torch.device, for_training: bool = True) -> Components:
+def build_components(
+    cfg: ExperimentConfig, device: torch.device, for_training: bool = True
+) -> Components:
     """Dataset, CLIP, prompt learner and transforms; view ratios only when training needs them."""
     dataset = load_dataset(cfg)
     bundle = build_clip(cfg.model.name, cfg.model.pretrained, cfg.model.image_size, device=device)
-    learner = build_prompt_learner(cfg.prompt.variant, bundle.model, bundle.tokenizer, num_ctx=cfg.prompt.num_ctx)
+    learner = build_prompt_learner(
+        cfg.prompt.variant, bundle.model, bundle.tokenizer, num_ctx=cfg.prompt.num_ctx
+    )
     train_text = bool({"t", "cm"} & set(cfg.loss.terms))
     model = ViewCoOpModel(bundle.model, learner, train_text=train_text).to(device)
     size = (bundle.image_size, bundle.image_size)
     if for_training:
-        view_percent = train_view_percent(dataset, cfg.prompt.variant, cfg.views.patch_pixels, bundle.image_size)
+        view_percent = train_view_percent(
+            dataset, cfg.prompt.variant, cfg.views.patch_pixels, bundle.image_size
+        )
     else:
         view_percent = torch.zeros(len(dataset.train), 4, dtype=torch.long)
     return Components(
@@ -113,7 +123,9 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
-def make_loader(samples: Sequence[ReidSample], transform, batch_size: int, num_workers: int, indices=None):
+def make_loader(
+    samples: Sequence[ReidSample], transform, batch_size: int, num_workers: int, indices=None
+):
     dataset = ImageDataset(list(samples), transform)
     if indices is not None:
         dataset = Subset(dataset, [int(i) for i in indices])
@@ -176,7 +188,10 @@ def build_optimizer(model: ViewCoOpModel, lr: float, prompt_lr: float, weight_de
     cluster_ids = {id(p) for p in per_cluster}
     groups = [
         {"params": [p for p in trainable if id(p) not in prompt_ids], "lr": lr},
-        {"params": [p for p in trainable if id(p) in prompt_ids and id(p) not in cluster_ids], "lr": prompt_lr},
+        {
+            "params": [p for p in trainable if id(p) in prompt_ids and id(p) not in cluster_ids],
+            "lr": prompt_lr,
+        },
         {"params": [p for p in per_cluster if p.requires_grad], "lr": prompt_lr},
     ]
     return torch.optim.Adam(groups, weight_decay=weight_decay)
@@ -227,7 +242,9 @@ def train_epoch(
                 clause_order=None if clause_order is None else clause_order[idx].to(device),
                 with_text=with_text,
             )
-        positive = graph_edges(batch_dictionary(b_img, b_txt), tau) if "g" in loss_fn.terms else None
+        positive = (
+            graph_edges(batch_dictionary(b_img, b_txt), tau) if "g" in loss_fn.terms else None
+        )
         terms = loss_fn(img.float(), None if txt is None else txt.float(), b_img, b_txt, positive)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -258,9 +275,18 @@ def pk_loader(
 ) -> DataLoader:
     """``iters`` P x K batches of the training images under this epoch's pseudo-labels."""
     camids = [s.camid for s in samples]
-    sampler = PKSampler(labels.tolist(), camids, batch_size=batch_size, num_instances=num_instances, num_iters=iters, seed=seed)
+    sampler = PKSampler(
+        labels.tolist(),
+        camids,
+        batch_size=batch_size,
+        num_instances=num_instances,
+        num_iters=iters,
+        seed=seed,
+    )
     sampler.set_epoch(epoch)
-    return DataLoader(ImageDataset(list(samples), transform), batch_sampler=sampler, num_workers=num_workers)
+    return DataLoader(
+        ImageDataset(list(samples), transform), batch_sampler=sampler, num_workers=num_workers
+    )
 
 
 def epoch_clause_order(num_samples: int, epoch: int, seed: int, shuffle: bool) -> torch.Tensor:
@@ -282,11 +308,15 @@ def evaluate(
 ) -> dict[str, float]:
     """mAP and CMC ranks of the image encoder on the dataset's test protocol."""
     start = time.perf_counter()
-    zeros = torch.zeros(max(len(dataset.query) + len(dataset.gallery), len(dataset.test)), 4, dtype=torch.long)
+    zeros = torch.zeros(
+        max(len(dataset.query) + len(dataset.gallery), len(dataset.test)), 4, dtype=torch.long
+    )
 
     def features(samples):
         loader = make_loader(samples, transform, batch_size, num_workers)
-        _, img, _ = extract_features(core, loader, device, zeros, None, None, amp=amp, with_text=False)
+        _, img, _ = extract_features(
+            core, loader, device, zeros, None, None, amp=amp, with_text=False
+        )
         return torch.as_tensor(img, device=device)
 
     if dataset.protocol == "vehicleid":

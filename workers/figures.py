@@ -34,10 +34,10 @@ import torch
 from viewcoop_core import figures
 from viewcoop_core.config import ExperimentConfig, apply_overrides
 from viewcoop_core.data.image_dataset import ImageDataset
+from viewcoop_core.data.masks import load_mask
 from viewcoop_core.data.types import ReidDataset, ReidSample
 from viewcoop_core.models.clip import encode_image
 from viewcoop_core.models.viewcoop import ViewCoOpModel
-from viewcoop_core.data.masks import load_mask
 from viewcoop_core.views import resize_mask
 from workers import epoch as stages
 from workers.checkpoint import read_checkpoint, rng_state, seed_everything, set_rng_state

@@ -73,8 +73,16 @@ class RunTracker:
         tags = {RUN_NAME_TAG: run_name}
         if parent_run_id:
             tags[PARENT_TAG] = parent_run_id
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-        logger.info("MLflow run %s (%s) in experiment %r at %s", self.run_id, run_name, experiment, tracking_uri)
+        self.run_id = self.client.create_run(
+            experiment_id, run_name=run_name, tags=tags
+        ).info.run_id
+        logger.info(
+            "MLflow run %s (%s) in experiment %r at %s",
+            self.run_id,
+            run_name,
+            experiment,
+            tracking_uri,
+        )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
@@ -106,7 +114,9 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def metric_history(tracking_uri: str, run_id: str, columns: tuple[str, ...] = HISTORY_COLUMNS) -> list[dict[str, float]]:
+def metric_history(
+    tracking_uri: str, run_id: str, columns: tuple[str, ...] = HISTORY_COLUMNS
+) -> list[dict[str, float]]:
     """One row per evaluated epoch: {"epoch", mAP, R1, R5, R10, cluster counts, ARI}."""
     client = MlflowClient(tracking_uri)
     rows: dict[int, dict[str, float]] = {}
@@ -116,7 +126,9 @@ def metric_history(tracking_uri: str, run_id: str, columns: tuple[str, ...] = HI
     return [rows[e] for e in sorted(rows) if "mAP" in rows[e]]
 
 
-def history_markdown(rows: list[dict[str, float]], columns: tuple[str, ...] = HISTORY_COLUMNS) -> str:
+def history_markdown(
+    rows: list[dict[str, float]], columns: tuple[str, ...] = HISTORY_COLUMNS
+) -> str:
     """The results table as markdown; rank metrics and ARI in percent."""
     header = ("epoch",) + columns
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

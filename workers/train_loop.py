@@ -27,12 +27,19 @@ from ray.train.collective import barrier, broadcast_from_rank_zero
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.losses import ViewCoOpLoss
 from workers import epoch as stages
-from workers.checkpoint import read_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from workers.checkpoint import (
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from workers.clustering_service import ClusterResult
 from workers.figures import make_figures
 from workers.tracking import RunTracker, history_markdown, metric_history
 
 logger = logging.getLogger(__name__)
+
 
 def per_worker_batch(batch_size: int, num_instances: int, world_size: int) -> int:
     """Split the global P x K batch over workers, keeping whole identities (multiples of K)."""
@@ -46,7 +53,9 @@ def hand_over_features(actor, epoch: int, rank: int, indices, img, txt) -> None:
     ray.get(actor.add_shard.remote(epoch, rank, *refs))
 
 
-def clustering_broadcast(actor, epoch: int, rank: int, world_size: int) -> tuple[ClusterResult, ray.ObjectRef]:
+def clustering_broadcast(
+    actor, epoch: int, rank: int, world_size: int
+) -> tuple[ClusterResult, ray.ObjectRef]:
     """Rank 0 asks the actor to cluster; every rank gets that one result ref and reads it."""
     barrier()  # all shards are in the actor before anyone asks for the clustering
     ref = actor.cluster.remote(epoch, world_size) if rank == 0 else None
@@ -54,7 +63,9 @@ def clustering_broadcast(actor, epoch: int, rank: int, world_size: int) -> tuple
     return ray.get(ref), ref
 
 
-def gather_across_ranks(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_across_ranks(
+    features: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every rank's (features [B, D], labels [B]) concatenated in rank order (equal B per rank)."""
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
         return features, labels
@@ -66,11 +77,10 @@ def gather_across_ranks(features: torch.Tensor, labels: torch.Tensor) -> tuple[t
     return torch.cat(feats), torch.cat(labs)
 
 
-def wrap_ddp(core: torch.nn.Module, variant: str) -> torch.nn.Module:
-    # coop/uncoop select per-cluster prompt rows: the shared row is unused in a training batch.
-    return ray.train.torch.prepare_model(
-        core, parallel_strategy_kwargs={"find_unused_parameters": variant in ("coop", "uncoop")}
-    )
+def wrap_ddp(core: torch.nn.Module) -> torch.nn.Module:
+    """DDP via Ray Train. Every trainable parameter takes part in every step (frozen parts
+    have requires_grad off), so no unused-parameter search is needed."""
+    return ray.train.torch.prepare_model(core)
 
 
 def configure_worker_logging(rank: int) -> None:
@@ -105,8 +115,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # Per-cluster prompt rows are sized by the clustering they were trained on.
             core.prompt_learner.on_clusters_changed(int(prev_labels.max()) + 1)
         core.load_state_dict(state["model"])
-    model = wrap_ddp(core, cfg.prompt.variant)
-    optimizer = stages.build_optimizer(core, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay)
+    model = wrap_ddp(core)
+    optimizer = stages.build_optimizer(
+        core, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_size, cfg.optim.gamma)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -126,18 +138,48 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     actor = ray.get_actor(config["actor_name"], namespace=config["namespace"])
     run = EpochRunner(cfg, config, rank, world_size, device, comps, loss_fn, actor)
     try:
+        if rank == 0 and start_epoch == 1:
+            # Epoch 0: the backbone before any unsupervised training, the reference to beat.
+            tracker.log_metrics(
+                stages.evaluate(
+                    core,
+                    comps.dataset,
+                    comps.test_transform,
+                    device,
+                    cfg.train.extract_batch_size,
+                    cfg.data.num_workers,
+                    cfg.train.amp,
+                ),
+                step=0,
+            )
         for epoch in range(start_epoch, cfg.train.epochs + 1):
             metrics, prev_labels, model = run.epoch(epoch, model, optimizer, prev_labels)
             scheduler.step()
             if rank == 0 and (epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs):
-                metrics.update(stages.evaluate(
-                    core, comps.dataset, comps.test_transform, device,
-                    cfg.train.extract_batch_size, cfg.data.num_workers, cfg.train.amp,
-                ))
+                metrics.update(
+                    stages.evaluate(
+                        core,
+                        comps.dataset,
+                        comps.test_transform,
+                        device,
+                        cfg.train.extract_batch_size,
+                        cfg.data.num_workers,
+                        cfg.train.amp,
+                    )
+                )
             metrics["lr"] = optimizer.param_groups[0]["lr"]
-            report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, prev_labels, cfg)
+            report_epoch(
+                epoch, rank, metrics, tracker, core, optimizer, scheduler, prev_labels, cfg
+            )
         if tracker is not None:
-            finish_run(tracker, cfg, config, checkpoint_state(core, optimizer, scheduler, cfg.train.epochs, prev_labels, cfg, tracker))
+            finish_run(
+                tracker,
+                cfg,
+                config,
+                checkpoint_state(
+                    core, optimizer, scheduler, cfg.train.epochs, prev_labels, cfg, tracker
+                ),
+            )
     except BaseException:
         if tracker is not None:
             tracker.finish(failed=True)
@@ -168,7 +210,9 @@ class EpochRunner:
     def __init__(self, cfg, config, rank, world_size, device, comps, loss_fn, actor):
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.comps, self.loss_fn, self.actor = comps, loss_fn, actor
-        self.labels_dir = Path(config["run_dir"]) / "pseudo_labels" if cfg.train.save_labels else None
+        self.labels_dir = (
+            Path(config["run_dir"]) / "pseudo_labels" if cfg.train.save_labels else None
+        )
         self.batch = per_worker_batch(cfg.train.batch_size, cfg.train.num_instances, world_size)
         self.extract_ids = stages.shard_indices(len(comps.dataset.train), rank, world_size)
 
@@ -176,14 +220,27 @@ class EpochRunner:
         """Returns (metrics, this epoch's image labels int64[N], the possibly re-wrapped model)."""
         cfg, comps, core = self.cfg, self.comps, self.comps.model
         samples = comps.dataset.train
-        order = stages.epoch_clause_order(len(samples), epoch, cfg.train.seed, cfg.prompt.shuffle_clauses)
+        order = stages.epoch_clause_order(
+            len(samples), epoch, cfg.train.seed, cfg.prompt.shuffle_clauses
+        )
         loader = stages.make_loader(
-            samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers, self.extract_ids
+            samples,
+            comps.test_transform,
+            cfg.train.extract_batch_size,
+            cfg.data.num_workers,
+            self.extract_ids,
         )
         start = time.perf_counter()
         with self.progress_bar(f"epoch {epoch} extract", len(self.extract_ids), "img") as bar:
             indices, img, txt = stages.extract_features(
-                core, loader, self.device, comps.view_percent, prev_labels, order, amp=cfg.train.amp, progress=bar
+                core,
+                loader,
+                self.device,
+                comps.view_percent,
+                prev_labels,
+                order,
+                amp=cfg.train.amp,
+                progress=bar,
             )
         metrics: dict[str, Any] = {"epoch": epoch, "extract_s": time.perf_counter() - start}
         start = time.perf_counter()
@@ -200,7 +257,9 @@ class EpochRunner:
             logger.warning(
                 "epoch %d: %d image clusters, fewer than the %d pseudo-identities a batch needs: "
                 "no training this epoch (consider a larger cluster.eps or more data)",
-                epoch, result.num_img_clusters, needed,
+                epoch,
+                result.num_img_clusters,
+                needed,
             )
             metrics["skipped_training"] = 1.0
             return metrics, labels, model
@@ -208,21 +267,41 @@ class EpochRunner:
         if core.prompt_learner.uses_cluster_ids:
             # New per-cluster parameters/buffers: new optimizer group and a new DDP wrapper.
             stages.refresh_per_cluster_group(optimizer, core)
-            model = wrap_ddp(core, cfg.prompt.variant)
+            model = wrap_ddp(core)
         self.loss_fn.reset(
-            torch.as_tensor(result.img_centroids, device=self.device),
-            torch.as_tensor(result.txt_centroids, device=self.device),
+            torch.tensor(result.img_centroids, device=self.device),
+            torch.tensor(result.txt_centroids, device=self.device),
         )
         loader = stages.pk_loader(
-            samples, result.y_img, comps.train_transform, self.batch, cfg.train.num_instances,
-            cfg.train.iters, seed=cfg.train.seed * 1000 + self.rank, epoch=epoch, num_workers=cfg.data.num_workers,
+            samples,
+            result.y_img,
+            comps.train_transform,
+            self.batch,
+            cfg.train.num_instances,
+            cfg.train.iters,
+            seed=cfg.train.seed * 1000 + self.rank,
+            epoch=epoch,
+            num_workers=cfg.data.num_workers,
         )
         with self.progress_bar(f"epoch {epoch} train", cfg.train.iters, "it") as bar:
-            metrics.update(stages.train_epoch(
-                model, core, self.loss_fn, optimizer, loader, self.device, labels,
-                torch.tensor(result.y_txt, dtype=torch.long), comps.view_percent, order,
-                tuple(cfg.graph.tau), amp=cfg.train.amp, with_text=core.train_text, progress=bar,
-            ))
+            metrics.update(
+                stages.train_epoch(
+                    model,
+                    core,
+                    self.loss_fn,
+                    optimizer,
+                    loader,
+                    self.device,
+                    labels,
+                    torch.tensor(result.y_txt, dtype=torch.long),
+                    comps.view_percent,
+                    order,
+                    tuple(cfg.graph.tau),
+                    amp=cfg.train.amp,
+                    with_text=core.train_text,
+                    progress=bar,
+                )
+            )
         metrics["skipped_training"] = 0.0
         return metrics, labels, model
 
@@ -244,7 +323,11 @@ class EpochRunner:
         if self.labels_dir is None:
             return
         self.labels_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(self.labels_dir / f"epoch{epoch:03d}_rank{self.rank}.npz", y_img=result.y_img, y_txt=result.y_txt)
+        np.savez(
+            self.labels_dir / f"epoch{epoch:03d}_rank{self.rank}.npz",
+            y_img=result.y_img,
+            y_txt=result.y_txt,
+        )
 
 
 def checkpoint_state(core, optimizer, scheduler, epoch, labels, cfg, tracker) -> dict[str, Any]:
@@ -260,7 +343,9 @@ def checkpoint_state(core, optimizer, scheduler, epoch, labels, cfg, tracker) ->
     }
 
 
-def finish_run(tracker: RunTracker, cfg: ExperimentConfig, config: dict[str, Any], state: dict[str, Any]) -> None:
+def finish_run(
+    tracker: RunTracker, cfg: ExperimentConfig, config: dict[str, Any], state: dict[str, Any]
+) -> None:
     """Rank 0, after the last epoch: results table and paper figures as artifacts; FINISHED."""
     run_dir = Path(config["run_dir"])
     table = run_dir / "results.md"
@@ -269,7 +354,9 @@ def finish_run(tracker: RunTracker, cfg: ExperimentConfig, config: dict[str, Any
     if cfg.train.figures:
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, **state)
-            paths = make_figures(directory, run_dir / "figures", max_samples=cfg.train.figure_samples)
+            paths = make_figures(
+                directory, run_dir / "figures", max_samples=cfg.train.figure_samples
+            )
         for path in paths.values():
             tracker.log_artifact(path, "figures")
         summary = json.loads(paths["summary"].read_text())
@@ -279,11 +366,17 @@ def finish_run(tracker: RunTracker, cfg: ExperimentConfig, config: dict[str, Any
 
 def report_epoch(epoch, rank, metrics, tracker, core, optimizer, scheduler, labels, cfg) -> None:
     """Every rank reports; rank 0 attaches the checkpoint and writes MLflow."""
-    metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))}
+    metrics = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float, np.floating, np.integer))
+    }
     if rank != 0:
         ray.train.report(metrics)
         return
     tracker.log_metrics(metrics, step=epoch)
     with tempfile.TemporaryDirectory() as directory:
-        save_checkpoint(directory, **checkpoint_state(core, optimizer, scheduler, epoch, labels, cfg, tracker))
+        save_checkpoint(
+            directory, **checkpoint_state(core, optimizer, scheduler, epoch, labels, cfg, tracker)
+        )
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

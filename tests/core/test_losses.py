@@ -387,3 +387,22 @@ def test_gathered_memory_update_keeps_ranks_identical():
     reference(torch.cat(feats), torch.cat(labels))
     assert torch.allclose(ranks[0], ranks[1])
     assert torch.allclose(ranks[0], reference.memory)
+
+
+def test_gather_runs_even_when_the_batch_has_no_valid_label():
+    """Data-parallel ranks must all enter the collective, whatever their batch holds."""
+    calls = []
+
+    def gather(f, lab):
+        calls.append(len(lab))
+        return f, lab
+
+    memory = ClusterMemory(4, gather=gather)
+    memory.reset(torch.randn(3, 4))
+    before = memory.memory.clone()
+    loss = memory(F.normalize(torch.randn(5, 4), dim=1), torch.full((5,), -1))
+    assert calls == [5] and float(loss) == 0.0
+    assert torch.equal(memory.memory, before)
+    empty = ClusterMemory(4, gather=gather)
+    empty(F.normalize(torch.randn(2, 4), dim=1), torch.tensor([-1, -1]))
+    assert calls == [5, 2]

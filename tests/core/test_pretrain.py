@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -56,8 +57,14 @@ def tiny_set(tmp_path_factory) -> Path:
 
 def test_caption_names_type_colour_marks_and_view():
     caption = caption_for(RED_SEDAN, "front")
-    for phrase in ("red sedan", "yellow side stripes", "black roof rack", "blue windshield sticker",
-                   "silver spoked wheels", "seen from the front"):
+    for phrase in (
+        "red sedan",
+        "yellow side stripes",
+        "black roof rack",
+        "blue windshield sticker",
+        "silver spoked wheels",
+        "seen from the front",
+    ):
         assert phrase in caption, phrase
     # Flips are part of the augmentation, so the sticker's side is never named.
     assert "left" not in caption
@@ -65,16 +72,26 @@ def test_caption_names_type_colour_marks_and_view():
 
 
 def test_caption_words_for_unnamed_colours_trucks_plain_vehicles_and_no_view():
-    plain_truck = {**RED_SEDAN, "body_type": "truck", "colour_name": "sky", "cargo_colour": "white",
-                   "stripe": None, "roof_item": None, "sticker": None, "wheel_style": "dark"}
+    plain_truck = {
+        **RED_SEDAN,
+        "body_type": "truck",
+        "colour_name": "sky",
+        "cargo_colour": "white",
+        "stripe": None,
+        "roof_item": None,
+        "sticker": None,
+        "wheel_style": "dark",
+    }
     caption = caption_for(plain_truck, None)
     assert caption == (
-        "a photo of a light blue truck with a white cargo box and dark wheels with silver "
-        "centres."
+        "a photo of a light blue truck with a white cargo box and dark wheels with silver centres."
     )
-    assert "an orange SUV" in caption_for({**plain_truck, "body_type": "suv",
-                                           "colour_name": "orange"}, "back")
+    assert "an orange SUV" in caption_for(
+        {**plain_truck, "body_type": "suv", "colour_name": "orange"}, "back"
+    )
     assert caption_for(RED_SEDAN, "top").endswith("seen from above.")
+    single_orange = {**RED_SEDAN, "stripe": "single", "stripe_colour": "orange"}
+    assert "with an orange side stripe, " in caption_for(single_orange, None)
 
 
 def test_caption_rejects_unknown_view_and_incomplete_attributes():
@@ -85,8 +102,14 @@ def test_caption_rejects_unknown_view_and_incomplete_attributes():
 
 
 def test_longest_caption_fits_the_context():
-    longest = {**RED_SEDAN, "body_type": "truck", "roof_item": "light_bar",
-               "roof_colour": "red_blue", "sticker": "rear", "wheel_style": "dark"}
+    longest = {
+        **RED_SEDAN,
+        "body_type": "truck",
+        "roof_item": "light_bar",
+        "roof_colour": "red_blue",
+        "sticker": "rear",
+        "wheel_style": "dark",
+    }
     bundle = build_clip(TINY_MODEL_NAME, image_size=64)
     tokens = bundle.tokenizer([caption_for(longest, "side")])
     assert int(tokens.argmax(-1)) < bundle.tokenizer.context_length - 1  # EOT not truncated
@@ -112,12 +135,29 @@ def test_captioned_images_cover_train_and_gallery_with_their_identity(tiny_set):
     assert {Path(p.path).name for p in pairs} == expected  # query copies left out
     for pair in pairs:
         mask = np.asarray(Image.open(tiny_set / "masks" / f"{Path(pair.path).stem}.png"))
-        assert pair.caption == caption_for(identities[pair.vid], dominant_view(mask))
+        assert pair.view == dominant_view(mask)
+        assert pair.caption == caption_for(identities[pair.vid], pair.view)
+        assert pair.identity_caption == caption_for(identities[pair.vid], None)
 
 
 def test_read_captioned_images_explains_a_missing_meta_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="make_synthetic"):
         read_captioned_images(tmp_path)
+
+
+def test_each_image_names_its_view_with_the_requested_probability(tiny_set):
+    pairs = read_captioned_images(tiny_set)
+    tokenizer = build_clip(TINY_MODEL_NAME, image_size=64).tokenizer
+    table = pretrain._CaptionTable.build(pairs, tokenizer)
+    batch = torch.arange(len(pairs))
+    torch.manual_seed(0)
+    always = table.tokens[table.sample(batch, 1.0)]
+    assert torch.equal(always, tokenizer([p.caption for p in pairs]))
+    never = table.tokens[table.sample(batch, 0.0)]
+    assert torch.equal(never, tokenizer([p.identity_caption for p in pairs]))
+    draws = torch.cat([table.sample(batch, 0.3) for _ in range(200)])
+    names_view = (draws == table.with_view.repeat(200)).float().mean()
+    assert float(names_view) == pytest.approx(0.3, abs=0.03)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -146,8 +186,9 @@ def test_loss_matches_naive_reference_with_shared_captions():
     caption_index = torch.tensor([0, 2, 1, 0, 2, 2])
     scale = torch.tensor(math.log(10.0))
     got = clip_contrastive_loss(images, texts, caption_index, scale)
-    assert float(got) == pytest.approx(_naive_loss(images, texts, caption_index.tolist(), 10.0),
-                                       rel=1e-5)
+    assert float(got) == pytest.approx(
+        _naive_loss(images, texts, caption_index.tolist(), 10.0), rel=1e-5
+    )
 
 
 def test_loss_with_distinct_captions_is_open_clips_loss():
@@ -165,21 +206,30 @@ def test_train_steps_decrease_the_loss_on_a_fixed_batch(tiny_set):
     torch.manual_seed(0)
     bundle = build_clip(TINY_MODEL_NAME, image_size=64)
     pairs = read_captioned_images(tiny_set)[:8]
-    images = [Image.open(p.path).convert("RGB") for p in pairs]
-    captions = sorted({p.caption for p in pairs})
-    caption_of_image = torch.tensor([captions.index(p.caption) for p in pairs])
     transform = build_test_transform((64, 64), bundle.mean, bundle.std)  # fixed pixels
+    pixels = torch.stack([transform(Image.open(p.path).convert("RGB")) for p in pairs])
+    captions = sorted({p.caption for p in pairs})
+    tokens = bundle.tokenizer(captions)
+    rows = torch.tensor([captions.index(p.caption) for p in pairs])
     optimiser = torch.optim.Adam(bundle.model.parameters(), lr=1e-3)
-    batch = torch.arange(len(pairs))
-    losses = [
-        train_step(bundle.model, optimiser, images, transform, bundle.tokenizer(captions),
-                   caption_of_image, batch, "cpu")
-        for _ in range(8)
-    ]
+    losses = [train_step(bundle.model, optimiser, pixels, tokens, rows) for _ in range(8)]
     assert losses[-1] < 0.7 * losses[0]
 
 
 # ----------------------------------------------------------------------------- training
+
+
+def test_schedule_warms_up_then_anneals_by_steps_or_by_time():
+    by_steps = pretrain._Schedule(lr=1.0, total_steps=100, max_seconds=None)
+    assert by_steps.learning_rate(0, elapsed=1e6) == pytest.approx(0.01)  # no time cap
+    assert by_steps.learning_rate(10, 0.0) == pytest.approx(1.0)  # end of the 10 % warmup
+    assert by_steps.learning_rate(55, 0.0) == pytest.approx(0.5)  # half way down the cosine
+    assert by_steps.learning_rate(100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    capped = pretrain._Schedule(lr=1.0, total_steps=100, max_seconds=10.0)
+    # Whichever budget is more used up sets the progress.
+    assert capped.learning_rate(55, elapsed=1.0) == pytest.approx(0.5)
+    assert capped.learning_rate(10, elapsed=5.5) == pytest.approx(0.5)
+    assert capped.out_of_time(10.0) and not by_steps.out_of_time(1e6)
 
 
 def _outputs(bundle, image_size: int):
@@ -219,12 +269,15 @@ def test_pretraining_rejects_bad_arguments(tiny_set, tmp_path):
         pretrain_clip(tiny_set, tmp_path / "w.safetensors", **TINY_TRAINING)
     with pytest.raises(ValueError, match="batch_size"):
         pretrain_clip(tiny_set, tmp_path / "w.pt", **{**TINY_TRAINING, "batch_size": 64})
+    with pytest.raises(ValueError, match="view_caption_p"):
+        pretrain_clip(tiny_set, tmp_path / "w.pt", view_caption_p=1.5, **TINY_TRAINING)
 
 
 def test_ensure_pretrained_trains_once_per_parameter_set(tmp_path, monkeypatch):
     calls = []
     real_pretrain = pretrain.pretrain_clip
 
+    @functools.wraps(real_pretrain)  # keeps the signature the cache key is built from
     def counting_pretrain(*args, **kwargs):
         calls.append(kwargs)
         return real_pretrain(*args, **kwargs)
@@ -246,3 +299,9 @@ def test_ensure_pretrained_trains_once_per_parameter_set(tmp_path, monkeypatch):
     assert changed != first and len(calls) == 2
     assert meta.stat().st_mtime_ns == data_written  # same data parameters, same set
     build_clip(TINY_MODEL_NAME, pretrained=str(changed), image_size=64)
+
+
+def test_ensure_pretrained_names_unknown_training_arguments(tmp_path):
+    with pytest.raises(TypeError, match="learning_rate"):
+        ensure_pretrained_tiny_clip(tmp_path, learning_rate=1e-3)
+    assert not any(tmp_path.iterdir())  # refused before drawing anything

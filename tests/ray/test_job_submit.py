@@ -53,9 +53,17 @@ def ray_head(monkeypatch):
     temp_dir = tempfile.mkdtemp(prefix="vc-ray-")
     head = subprocess.Popen(
         [
-            RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-            f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-            "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            f"--dashboard-port={dashboard}",
+            "--dashboard-host=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            f"--temp-dir={temp_dir}",
         ],
         env=env,
         start_new_session=True,
@@ -81,7 +89,17 @@ def test_job_submit_runs_the_smoke_config(ray_head, tmp_path):
         f"data.root={tmp_path / 'data'} ray.storage_path={storage} ray.address=auto"
     )
     submit = subprocess.run(
-        [RAY, "job", "submit", "--address", url, "--working-dir", str(REPO), "--", *entrypoint.split()],
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            url,
+            "--working-dir",
+            str(REPO),
+            "--",
+            *entrypoint.split(),
+        ],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -94,4 +112,4 @@ def test_job_submit_runs_the_smoke_config(ray_head, tmp_path):
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("viewcoop-smoke").experiment_id])
     assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "mAP")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "mAP")] == [0, 1, 2]

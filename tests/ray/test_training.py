@@ -37,7 +37,7 @@ def test_run_completes_with_checkpoint(trained):
     _, outcome = trained
     assert outcome.checkpoint_path and (Path(outcome.checkpoint_path) / "state.pt").is_file()
     assert outcome.metrics["epoch"] == 2
-    assert [row["epoch"] for row in outcome.history] == [1, 2]
+    assert [row["epoch"] for row in outcome.history] == [0, 1, 2]  # 0: before training
     assert all(0.0 <= row["mAP"] <= 1.0 for row in outcome.history)
 
 
@@ -50,11 +50,25 @@ def test_mlflow_has_params_metrics_and_artifacts(trained):
     assert params["prompt.variant"] == "viewcoop"
     assert params["graph.tau"] == "[1, 2]"
     assert params["train.epochs"] == "2"
-    for key in ("mAP", "R1", "L_v_ce", "L_g", "L_cm", "L_t", "img_clusters", "txt_clusters", "img_ari", "extract_s"):
+    for key in (
+        "mAP",
+        "R1",
+        "L_v_ce",
+        "L_g",
+        "L_cm",
+        "L_t",
+        "img_clusters",
+        "txt_clusters",
+        "img_ari",
+        "extract_s",
+    ):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-        assert steps == [1, 2], key
+        # rank metrics also at step 0: the backbone before any training
+        assert steps == ([0, 1, 2] if key in ("mAP", "R1") else [1, 2]), key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert "config.yaml" in artifacts
+    assert {"config.yaml", "results.md", "figures"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/fig4_distance_distributions.png" in figures
 
 
 def test_every_worker_received_the_same_labels(trained):
@@ -73,7 +87,7 @@ def test_same_run_name_resumes_at_the_next_epoch(trained):
     resumed = run_training(smoke_config(tmp_path, "train.epochs=3"), run_name="itest")
     assert resumed.mlflow_run_id == outcome.mlflow_run_id
     client = MlflowClient(resumed.tracking_uri)
-    assert [m.step for m in client.get_metric_history(resumed.mlflow_run_id, "mAP")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(resumed.mlflow_run_id, "mAP")] == [0, 1, 2, 3]
     assert [m.value for m in client.get_metric_history(resumed.mlflow_run_id, "epoch")] == [1, 2, 3]
     assert client.get_run(resumed.mlflow_run_id).info.status == "FINISHED"
     assert (resumed.run_dir / "pseudo_labels" / "epoch003_rank0.npz").is_file()

@@ -17,7 +17,9 @@ class ViewCoOpModel(nn.Module):
     clustering, but nothing trains them.
     """
 
-    def __init__(self, clip_model: nn.Module, prompt_learner: PromptLearner, train_text: bool = True):
+    def __init__(
+        self, clip_model: nn.Module, prompt_learner: PromptLearner, train_text: bool = True
+    ):
         super().__init__()
         self.clip = clip_model
         self.prompt_learner = prompt_learner
@@ -76,5 +78,7 @@ class ViewCoOpModel(nn.Module):
         with_text: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         img = self.image_features(images)
-        txt = self.text_features(img, view_percent, cluster_ids, clause_order) if with_text else None
+        txt = (
+            self.text_features(img, view_percent, cluster_ids, clause_order) if with_text else None
+        )
         return img, txt
