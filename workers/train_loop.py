@@ -140,33 +140,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     try:
         if rank == 0 and start_epoch == 1:
             # Epoch 0: the backbone before any unsupervised training, the reference to beat.
-            tracker.log_metrics(
-                stages.evaluate(
-                    core,
-                    comps.dataset,
-                    comps.test_transform,
-                    device,
-                    cfg.train.extract_batch_size,
-                    cfg.data.num_workers,
-                    cfg.train.amp,
-                ),
-                step=0,
-            )
+            tracker.log_metrics(run.evaluate(), step=0)
         for epoch in range(start_epoch, cfg.train.epochs + 1):
             metrics, prev_labels, model = run.epoch(epoch, model, optimizer, prev_labels)
             scheduler.step()
             if rank == 0 and (epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs):
-                metrics.update(
-                    stages.evaluate(
-                        core,
-                        comps.dataset,
-                        comps.test_transform,
-                        device,
-                        cfg.train.extract_batch_size,
-                        cfg.data.num_workers,
-                        cfg.train.amp,
-                    )
-                )
+                metrics.update(run.evaluate())
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             report_epoch(
                 epoch, rank, metrics, tracker, core, optimizer, scheduler, prev_labels, cfg
@@ -215,6 +194,19 @@ class EpochRunner:
         )
         self.batch = per_worker_batch(cfg.train.batch_size, cfg.train.num_instances, world_size)
         self.extract_ids = stages.shard_indices(len(comps.dataset.train), rank, world_size)
+
+    def evaluate(self) -> dict[str, float]:
+        """mAP and ranks of the image encoder on the test protocol (rank 0 calls it)."""
+        cfg, comps = self.cfg, self.comps
+        return stages.evaluate(
+            comps.model,
+            comps.dataset,
+            comps.test_transform,
+            self.device,
+            cfg.train.extract_batch_size,
+            cfg.data.num_workers,
+            cfg.train.amp,
+        )
 
     def epoch(self, epoch, model, optimizer, prev_labels):
         """Returns (metrics, this epoch's image labels int64[N], the possibly re-wrapped model)."""
