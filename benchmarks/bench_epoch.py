@@ -28,7 +28,7 @@ from orchestrator.train import absolute_paths
 from viewcoop_core.data.synthetic import make_synthetic
 from viewcoop_core.losses import ViewCoOpLoss
 from workers import epoch as stages
-from workers.clustering_service import ClusteringService
+from workers.clustering_service import ClusteringService, service_kwargs
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,14 +85,9 @@ def main() -> None:
     )
     service = ClusteringService(
         num,
-        eps=cfg.cluster.eps,
-        min_samples=cfg.cluster.min_samples,
-        k1=cfg.cluster.k1,
-        k2=cfg.cluster.k2,
-        backend=cfg.cluster.backend,
-        dic_backend=cfg.graph.dic_backend,
         true_ids=np.array([s.pid for s in samples]),
         device=args.device,
+        **service_kwargs(cfg.cluster, cfg.graph),
     )
     result, cluster_s = timed(lambda: service.cluster_features(1, img, txt), device)
     figures = {

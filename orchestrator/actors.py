@@ -9,7 +9,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from viewcoop_core.config import ExperimentConfig
-from workers.clustering_service import ClusteringService
+from workers.clustering_service import ClusteringService, service_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,6 @@ def start_clustering_actor(
         max_restarts=2,
         max_task_retries=0,
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-    ).remote(
-        num_samples=num_samples,
-        eps=cfg.cluster.eps,
-        min_samples=cfg.cluster.min_samples,
-        k1=cfg.cluster.k1,
-        k2=cfg.cluster.k2,
-        backend=cfg.cluster.backend,
-        dic_backend=cfg.graph.dic_backend,
-        true_ids=true_ids,
-    )
+    ).remote(num_samples=num_samples, true_ids=true_ids, **service_kwargs(cfg.cluster, cfg.graph))
     logger.info("clustering actor %s (%s GPU)", actor_name(run_name), num_gpus)
     return handle

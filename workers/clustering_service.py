@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from viewcoop_core.clustering import pseudo_labels
+from viewcoop_core.config import ClusterConfig, GraphConfig
 from viewcoop_core.graph import graph_statistics, mutual_dictionary
 from viewcoop_core.label_quality import label_quality
 from viewcoop_core.memory import cluster_centroids
@@ -48,6 +49,18 @@ class ClusterResult:
     @property
     def num_txt_clusters(self) -> int:
         return int(self.txt_centroids.shape[0])
+
+
+def service_kwargs(cluster: ClusterConfig, graph: GraphConfig) -> dict[str, Any]:
+    """The service's clustering arguments from the experiment config's sections."""
+    return {
+        "eps": cluster.eps,
+        "min_samples": cluster.min_samples,
+        "k1": cluster.k1,
+        "k2": cluster.k2,
+        "backend": cluster.backend,
+        "dic_backend": graph.dic_backend,
+    }
 
 
 class ClusteringService:
