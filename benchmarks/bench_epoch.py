@@ -131,7 +131,6 @@ def main() -> None:
         train, train_s = timed(
             lambda: stages.train_epoch(
                 comps.model,
-                comps.model,
                 loss_fn,
                 optimizer,
                 train_loader,

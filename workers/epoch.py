@@ -207,7 +207,6 @@ def refresh_per_cluster_group(optimizer: torch.optim.Optimizer, model: ViewCoOpM
 
 def train_epoch(
     model: nn.Module,
-    core: ViewCoOpModel,
     loss_fn: ViewCoOpLoss,
     optimizer: torch.optim.Optimizer,
     loader: Iterable[dict],
@@ -223,7 +222,7 @@ def train_epoch(
 ) -> dict[str, float]:
     """``iters`` optimisation steps over P x K batches; returns mean loss terms and images/s.
 
-    ``model`` is what runs the forward (DDP-wrapped or not), ``core`` the unwrapped module.
+    ``model`` is what runs the forward (DDP-wrapped or not).
     y_img, y_txt: int64[N] pseudo-labels of this epoch.
     """
     model.train()

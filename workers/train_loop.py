@@ -43,8 +43,7 @@ logger = logging.getLogger(__name__)
 
 def per_worker_batch(batch_size: int, num_instances: int, world_size: int) -> int:
     """Split the global P x K batch over workers, keeping whole identities (multiples of K)."""
-    per_worker = max(num_instances, (batch_size // world_size) // num_instances * num_instances)
-    return per_worker
+    return max(num_instances, (batch_size // world_size) // num_instances * num_instances)
 
 
 def hand_over_features(actor, epoch: int, rank: int, indices, img, txt) -> None:
@@ -53,14 +52,12 @@ def hand_over_features(actor, epoch: int, rank: int, indices, img, txt) -> None:
     ray.get(actor.add_shard.remote(epoch, rank, *refs))
 
 
-def clustering_broadcast(
-    actor, epoch: int, rank: int, world_size: int
-) -> tuple[ClusterResult, ray.ObjectRef]:
+def clustering_broadcast(actor, epoch: int, rank: int, world_size: int) -> ClusterResult:
     """Rank 0 asks the actor to cluster; every rank gets that one result ref and reads it."""
     barrier()  # all shards are in the actor before anyone asks for the clustering
     ref = actor.cluster.remote(epoch, world_size) if rank == 0 else None
     [ref] = broadcast_from_rank_zero([ref])
-    return ray.get(ref), ref
+    return ray.get(ref)
 
 
 def gather_across_ranks(
@@ -237,7 +234,7 @@ class EpochRunner:
         metrics: dict[str, Any] = {"epoch": epoch, "extract_s": time.perf_counter() - start}
         start = time.perf_counter()
         hand_over_features(self.actor, epoch, self.rank, indices, img, txt)
-        result, _ = clustering_broadcast(self.actor, epoch, self.rank, self.world_size)
+        result = clustering_broadcast(self.actor, epoch, self.rank, self.world_size)
         metrics["cluster_wait_s"] = time.perf_counter() - start
         metrics.update(result.stats)
         metrics.update(result.timings)
@@ -279,7 +276,6 @@ class EpochRunner:
             metrics.update(
                 stages.train_epoch(
                     model,
-                    core,
                     self.loss_fn,
                     optimizer,
                     loader,
