@@ -144,6 +144,7 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
         seed=args.seed,
         images_per_camera=args.images_per_camera,
         image_size=(args.image_size, args.image_size),
+        camera_looks=args.camera_looks,
     )
     console.print(summary)
     return 0
@@ -240,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--camera-looks",
+        type=int,
+        default=None,
+        help="cameras share this many looks (light, background, blur); default: one per camera",
+    )
     synth.set_defaults(func=cmd_make_synthetic)
     return parser
 

@@ -1,7 +1,9 @@
 """Experiment configs: YAML files in ``experiments/`` plus dotted ``key=value`` overrides.
 
 A YAML file may hold, beside the config fields, ``profiles: {name: {dotted.key: value}}``
-(e.g. a ``smoke`` profile that shrinks a GPU config to a CPU run) and ``sweep:`` (grid
+(e.g. a ``smoke`` profile that shrinks a GPU config to a CPU run; a profile given as a
+string is a YAML file of such keys, relative to the config, shared by several configs)
+and ``sweep:`` (grid
 axes, read by ``orchestrator.sweep``). Precedence: dataclass defaults < file < profile <
 command-line overrides. The resolved config is saved with every run.
 """
@@ -48,9 +50,16 @@ def load_config(
         profiles = raw.get("profiles") or {}
         if profile not in profiles:
             raise ConfigError(f"profile {profile!r} not in {path}; it has {sorted(profiles)}")
-        tree = apply_overrides(tree, profiles[profile] or {})
+        tree = apply_overrides(tree, profile_values(path, profiles[profile]))
     tree = apply_overrides(tree, overrides or [])
     return ExperimentConfig.from_dict(tree)
+
+
+def profile_values(config_path: str | Path, profile: dict[str, Any] | str | None) -> dict:
+    """A profile's dotted overrides: inline, or read from a file next to the config."""
+    if isinstance(profile, str):
+        profile = read_yaml(Path(config_path).parent / profile)
+    return profile or {}
 
 
 def save_resolved(config: ExperimentConfig, path: str | Path) -> Path:

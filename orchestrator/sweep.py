@@ -675,6 +675,19 @@ def trial_configs(
     return configs
 
 
+def prepare_shared_inputs(configs: Mapping[str, ExperimentConfig]) -> dict[str, ExperimentConfig]:
+    """Draw the synthetic sets and pretrain the synthetic CLIPs the points need, here on
+    the driver, not in concurrent trials that would do the same work side by side.
+    Returns the configs with the pretrained weights pinned as ``model.pretrained``."""
+    from orchestrator.train import ensure_dataset, ensure_weights
+
+    prepared = {}
+    for slug, cfg in configs.items():
+        ensure_dataset(cfg)
+        prepared[slug] = ensure_weights(cfg)
+    return prepared
+
+
 def concurrency_for(configs: Iterable[ExperimentConfig], num_trials: int) -> int:
     """``max_concurrent_trials`` for the connected cluster and the largest trial."""
     import ray
@@ -806,7 +819,7 @@ def run_sweep(
     """
     from ray import tune
 
-    from orchestrator.train import absolute_paths, ensure_dataset, init_ray
+    from orchestrator.train import absolute_paths, init_ray
     from workers.tracking import resolve_tracking_uri
 
     fixed = (
@@ -827,8 +840,7 @@ def run_sweep(
     )
     spec = sweep_spec(name, config_path, profile, fixed, grid, base)
     prepare_sweep_dir(sweep_dir, spec, resume)
-    for cfg in configs.values():
-        ensure_dataset(cfg)  # here, not in concurrent trials that would draw the same set
+    configs = prepare_shared_inputs(configs)
     init_ray(base.ray.address, base.ray.namespace, num_cpus)
 
     parent = open_parent_run(

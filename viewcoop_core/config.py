@@ -45,10 +45,18 @@ class SyntheticConfig:
     images_per_camera: int = 2
     image_size: int = 128
     seed: int = 0
+    # Distinct camera looks (light, background, blur) shared round-robin; None: one each.
+    camera_looks: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.num_ids >= 4, "data.synthetic.num_ids", self.num_ids, "an int >= 4")
         _require(self.num_cameras >= 2, "data.synthetic.num_cameras", self.num_cameras, ">= 2")
+        _require(
+            self.camera_looks is None or 1 <= self.camera_looks <= self.num_cameras,
+            "data.synthetic.camera_looks",
+            self.camera_looks,
+            "null or an int in 1..num_cameras",
+        )
 
 
 @dataclass

@@ -67,6 +67,22 @@ def test_precedence_file_profile_overrides(tmp_path):
         load_config(path, profile="gpu")
 
 
+def test_profile_from_a_shared_file_beside_the_config(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "cpu.yaml").write_text(
+        yaml.safe_dump({"train.epochs": 3, "data.synthetic.camera_looks": 1})
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        yaml.safe_dump({"train": {"epochs": 10}, "profiles": {"cpu": "profiles/cpu.yaml"}})
+    )
+    cfg = load_config(path, ["train.iters=4"], profile="cpu")
+    assert (cfg.train.epochs, cfg.train.iters, cfg.data.synthetic.camera_looks) == (3, 4, 1)
+    path.write_text(yaml.safe_dump({"profiles": {"cpu": "profiles/missing.yaml"}}))
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(path, profile="cpu")
+
+
 @pytest.mark.parametrize(
     "override, field",
     [

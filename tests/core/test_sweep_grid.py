@@ -138,7 +138,7 @@ TABLES = {
 }
 
 
-@pytest.mark.parametrize("profile", [None, "smoke"])
+@pytest.mark.parametrize("profile", [None, "smoke", "bench"])
 @pytest.mark.parametrize("file", sorted(TABLES))
 def test_paper_table_sweeps_expand_to_their_rows(file, profile):
     path = EXPERIMENTS / file
@@ -156,6 +156,13 @@ def test_paper_table_sweeps_expand_to_their_rows(file, profile):
     else:
         assert [c.views.patch_size for c in configs] == TABLES[file]
     cfg = configs[0]
+    if profile == "bench":  # the synthetic benchmark: one shared set, 2 trials on 2 cores
+        assert (cfg.data.root, cfg.data.synthetic.camera_looks) == ("data/synthetic-bench", 1)
+        assert (cfg.model.synthetic_pretrain, cfg.ray.num_workers, cfg.ray.use_gpu) == (
+            True,
+            1,
+            False,
+        )
     if profile is None:  # the paper's GPU setting
         assert (cfg.data.dataset, cfg.data.root, cfg.data.masks_dir) == (
             "veri776",
@@ -175,13 +182,13 @@ def test_paper_table_sweeps_expand_to_their_rows(file, profile):
         ) == (50, 600, 64, 4)
         assert (cfg.optim.step_size, cfg.optim.gamma) == (20, 0.1)
         assert (cfg.ray.num_workers, cfg.ray.use_gpu) == (2, True)
-    else:  # fits a 2-CPU local Ray: two 0.49-CPU workers per trial
+    else:  # a trial fits one of a 2-CPU local Ray's CPUs, so two run side by side
         assert (cfg.data.dataset, cfg.model.name, cfg.ray.use_gpu) == (
             "synthetic",
             "viewcoop-tiny",
             False,
         )
-        assert 2 * cfg.ray.cpus_per_worker + 0.01 <= 1.0
+        assert cfg.ray.num_workers * cfg.ray.cpus_per_worker + 0.01 <= 1.0
 
 
 # ----------------------------------------------------------------- concurrency

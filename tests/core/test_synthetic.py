@@ -15,6 +15,7 @@ from viewcoop_core.data.synthetic import (
     BODY_TYPES,
     build_vehicle_model,
     camera_style,
+    camera_styles,
     make_synthetic,
     render_sample,
     sample_attributes,
@@ -284,6 +285,34 @@ def test_meta_records_identities_with_near_duplicates(small_set):
     poses = [m for m in meta["images"] if m["split"] != "query"]
     assert len(poses) == summary.num_train_images + summary.num_gallery_images
     assert all(0 <= m["azimuth_deg"] < 360 and 0 < m["elevation_deg"] < 90 for m in poses)
+
+
+LOOK_FIELDS = ("light_dir", "ambient", "brightness", "colour_cast", "background", "blur_sigma")
+
+
+def test_camera_looks_share_the_look_and_keep_each_view():
+    own = [camera_style(cam, 3) for cam in range(6)]
+    assert camera_styles(6, 3) == own
+    for looks in (1, 2):
+        shared = camera_styles(6, 3, looks)
+        for cam, style in enumerate(shared):
+            assert style.cam == cam
+            assert (style.template, style.view_modes) == (own[cam].template, own[cam].view_modes)
+            for name in LOOK_FIELDS:
+                assert getattr(style, name) == getattr(own[cam % looks], name), (cam, name)
+    # one look: cameras still differ in view only, so their background is the same
+    assert len({s.background for s in camera_styles(6, 3, 1)}) == 1
+    assert len({(s.ambient, s.blur_sigma) for s in own}) == 6
+
+
+def test_camera_looks_recorded_and_validated(tmp_path):
+    make_synthetic(tmp_path / "a", seed=0, camera_looks=1, **SMALL)
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["parameters"]["camera_looks"] == 1
+    assert len({json.dumps(c["colour_cast"]) for c in meta["cameras"]}) == 1
+    assert [c["template"] for c in meta["cameras"]] == ["front", "back", "side", "top"]
+    with pytest.raises(ValueError, match="camera_looks"):
+        make_synthetic(tmp_path / "b", camera_looks=5, **SMALL)
 
 
 def test_errors_name_the_argument(tmp_path):

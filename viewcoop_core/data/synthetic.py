@@ -776,6 +776,20 @@ class CameraStyle:
     noise_std: float
 
 
+def camera_styles(num_cameras: int, seed: int, looks: int | None = None) -> list[CameraStyle]:
+    """Every camera's style; with ``looks``, camera ``c`` wears camera ``c % looks``'s look.
+
+    The view template and its viewpoint mixture always stay the camera's own.
+    """
+    own = [camera_style(cam, seed) for cam in range(num_cameras)]
+    if looks is None:
+        return own
+    return [
+        replace(own[cam % looks], cam=cam, template=style.template, view_modes=style.view_modes)
+        for cam, style in enumerate(own)
+    ]
+
+
 def camera_style(cam: int, seed: int) -> CameraStyle:
     """The look of 0-based camera ``cam``: view template ``cam % 6``, the rest drawn per camera."""
     rng = _rng(seed, _TAG_CAMERA, cam)
@@ -1271,6 +1285,7 @@ def make_synthetic(
     test_fraction: float = 0.5,
     queries_per_id: int = 2,
     near_duplicate_fraction: float = 0.5,
+    camera_looks: int | None = None,
     overwrite: bool = False,
 ) -> SyntheticSummary:
     """Draw the synthetic multi-view set into ``out_dir`` (layout in the module docstring).
@@ -1281,6 +1296,12 @@ def make_synthetic(
     is (height, width). ``near_duplicate_fraction`` of the id pairs (v, v + 1) in each
     split (at least one pair) are near-duplicates. The same arguments give
     byte-identical files. ``overwrite`` replaces an existing set in ``out_dir``.
+
+    ``camera_looks``: how many distinct looks (light, colour cast, background, blur,
+    resolution, framing) the cameras share; camera ``c`` keeps its own view template but
+    takes the look of camera ``c % camera_looks``. ``None`` gives every camera its own
+    look. Fewer looks leave the viewpoint as the main difference between cameras, which
+    a small backbone needs to bootstrap cross-camera pseudo-labels (see ``camera_styles``).
     """
     start = time.perf_counter()
     parameters = {
@@ -1292,15 +1313,20 @@ def make_synthetic(
         "test_fraction": test_fraction,
         "queries_per_id": queries_per_id,
         "near_duplicate_fraction": near_duplicate_fraction,
+        "camera_looks": camera_looks,
         "jpeg_quality": JPEG_QUALITY,
     }
     num_train_ids = _validate(
         num_ids, num_cameras, images_per_camera, image_size, test_fraction, queries_per_id
     )
+    if camera_looks is not None and not 1 <= camera_looks <= num_cameras:
+        raise ValueError(
+            f"camera_looks={camera_looks!r}: expected None or 1..num_cameras ({num_cameras})"
+        )
     out = Path(out_dir).expanduser()
     _prepare_out_dir(out, overwrite)
     identities = assign_identities(num_ids, num_train_ids, seed, near_duplicate_fraction)
-    styles = [camera_style(cam, seed) for cam in range(num_cameras)]
+    styles = camera_styles(num_cameras, seed, camera_looks)
     images: list[dict] = []
     for attrs in identities:
         split = "train" if attrs.vid <= num_train_ids else "gallery"
