@@ -2,10 +2,10 @@
 
 A YAML file may hold, beside the config fields, ``profiles: {name: {dotted.key: value}}``
 (e.g. a ``smoke`` profile that shrinks a GPU config to a CPU run; a profile given as a
-string is a YAML file of such keys, relative to the config, shared by several configs)
-and ``sweep:`` (grid
-axes, read by ``orchestrator.sweep``). Precedence: dataclass defaults < file < profile <
-command-line overrides. The resolved config is saved with every run.
+string names a YAML file of such keys, relative to the config, that several configs
+share) and ``sweep:`` (grid axes, read by ``orchestrator.sweep``). Precedence: dataclass
+defaults < file < profile < command-line overrides. The resolved config is saved with
+every run.
 """
 
 from __future__ import annotations
