@@ -24,18 +24,16 @@ from mlflow.tracking import MlflowClient
 
 from viewcoop_core.graph import tau_name
 
-COLUMNS = (
-    "point",
-    "mAP@0",
-    "mAP",
-    "R1",
-    "R5",
-    "R10",
-    "img ARI",
-    "txt ARI",
-    "edge prec",
-    "edge rec",
-)
+# Report column -> the MLflow metric it shows (fractions, shown in percent).
+LAST_EPOCH_METRICS = {
+    "mAP": "mAP",
+    "R1": "R1",
+    "R5": "R5",
+    "R10": "R10",
+    "img ARI": "img_ari",
+    "txt ARI": "txt_ari",
+}
+COLUMNS = ("point", "mAP@0", *LAST_EPOCH_METRICS, "edge prec", "edge rec")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -64,25 +62,17 @@ def latest_parents(client: MlflowClient, experiment_id: str) -> dict[str, object
 def point_row(client: MlflowClient, run) -> dict[str, float | None]:
     """One child run's figures in percent: the last evaluated epoch's metrics and that
     epoch's clustering."""
-    history = {key: client.get_metric_history(run.info.run_id, key) for key in ("mAP",)}
-    steps = sorted(history["mAP"], key=lambda m: m.step)
-    last = run.data.metrics
+    history = sorted(client.get_metric_history(run.info.run_id, "mAP"), key=lambda m: m.step)
     tau = tau_name(ast.literal_eval(run.data.params.get("graph.tau", "[1, 2]")))
-
-    def pct(value):
-        return None if value is None else 100 * value
-
-    return {
-        "mAP@0": pct(steps[0].value if steps and steps[0].step == 0 else None),
-        "mAP": pct(last.get("mAP")),
-        "R1": pct(last.get("R1")),
-        "R5": pct(last.get("R5")),
-        "R10": pct(last.get("R10")),
-        "img ARI": pct(last.get("img_ari")),
-        "txt ARI": pct(last.get("txt_ari")),
-        "edge prec": pct(last.get(f"graph_precision_tau{tau}")),
-        "edge rec": pct(last.get(f"graph_recall_tau{tau}")),
+    keys = {
+        **LAST_EPOCH_METRICS,
+        "edge prec": f"graph_precision_tau{tau}",
+        "edge rec": f"graph_recall_tau{tau}",
     }
+    last = run.data.metrics  # the latest value of each metric
+    row = {column: 100 * last[key] if key in last else None for column, key in keys.items()}
+    row["mAP@0"] = 100 * history[0].value if history and history[0].step == 0 else None
+    return row
 
 
 def sweep_rows(client: MlflowClient, experiment_id: str, parent) -> dict[str, dict]:

@@ -7,7 +7,6 @@ rank 0 continues the MLflow run whose id the checkpoint holds.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from ray.train.torch import TorchTrainer
 from orchestrator.actors import actor_name, start_clustering_actor
 from orchestrator.config import flatten, save_resolved
 from viewcoop_core.config import ExperimentConfig
-from viewcoop_core.data.synthetic import META_FILE, make_synthetic
+from viewcoop_core.data.synthetic import ensure_synthetic
 from workers.epoch import load_dataset
 from workers.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
 from workers.train_loop import train_loop_per_worker
@@ -46,46 +45,20 @@ def default_run_name(cfg: ExperimentConfig) -> str:
     return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def synthetic_parameters(cfg: ExperimentConfig) -> dict[str, Any]:
-    """``make_synthetic``'s keyword arguments for the config's synthetic set."""
-    syn = cfg.data.synthetic
-    return {
-        "num_ids": syn.num_ids,
-        "num_cameras": syn.num_cameras,
-        "seed": syn.seed,
-        "images_per_camera": syn.images_per_camera,
-        "camera_looks": syn.camera_looks,
-        "image_size": [syn.image_size, syn.image_size],
-    }
-
-
-def stale_synthetic_parameters(root: Path, wanted: dict[str, Any]) -> dict[str, Any]:
-    """{name: (recorded, wanted)} where the set's meta.json differs from ``wanted``;
-    empty when it matches or records nothing (a set made by other means is left alone)."""
-    meta = root / META_FILE
-    if not meta.is_file():
-        return {}
-    recorded = json.loads(meta.read_text()).get("parameters", {})
-    return {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
-
-
 def ensure_dataset(cfg: ExperimentConfig) -> None:
-    """Draw the synthetic set when it is the chosen dataset and not there yet, or redraw
-    it when the one there was drawn with other parameters (an older demo's set)."""
-    root = Path(cfg.data.root)
+    """Draw the synthetic set when it is the chosen dataset and not there yet (or drawn
+    with other parameters, e.g. an older demo's set)."""
     if cfg.data.dataset != "synthetic":
         return
-    wanted = synthetic_parameters(cfg)
-    overwrite = False
-    if (root / "image_train").is_dir():
-        stale = stale_synthetic_parameters(root, wanted)
-        if not stale:
-            return
-        logger.warning("redrawing the synthetic set in %s: (was, now) %s", root, stale)
-        overwrite = True
-    logger.info("drawing the synthetic set into %s", root)
-    make_synthetic(
-        root, overwrite=overwrite, **{**wanted, "image_size": tuple(wanted["image_size"])}
+    syn = cfg.data.synthetic
+    ensure_synthetic(
+        cfg.data.root,
+        num_ids=syn.num_ids,
+        num_cameras=syn.num_cameras,
+        seed=syn.seed,
+        images_per_camera=syn.images_per_camera,
+        camera_looks=syn.camera_looks,
+        image_size=(syn.image_size, syn.image_size),
     )
 
 

@@ -39,7 +39,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from viewcoop_core.data.masks import load_mask
-from viewcoop_core.data.synthetic import MASK_DIR, META_FILE, SPLIT_DIRS, make_synthetic
+from viewcoop_core.data.synthetic import MASK_DIR, META_FILE, SPLIT_DIRS, ensure_synthetic
 from viewcoop_core.data.transforms import build_test_transform, build_train_transform
 from viewcoop_core.models.clip import (
     TINY_MODEL_NAME,
@@ -590,22 +590,6 @@ def _training_parameters(image_size: int, train_kwargs: Mapping) -> dict:
     return {**defaults, **train_kwargs, **fixed}
 
 
-def _pretraining_set(data_dir: Path, generation: Mapping) -> Path:
-    """Draw the pretraining set into ``data_dir`` unless a complete identical one is there.
-
-    ``make_synthetic`` writes ``meta.json`` last, so its presence with the same
-    parameters means a finished set.
-    """
-    meta_path = data_dir / META_FILE
-    if meta_path.is_file():
-        recorded = json.loads(meta_path.read_text())["parameters"]
-        if all(recorded.get(key) == value for key, value in generation.items()):
-            return data_dir
-    logger.info("drawing the CLIP pretraining set into %s", data_dir)
-    make_synthetic(data_dir, overwrite=True, **generation)
-    return data_dir
-
-
 def ensure_pretrained_tiny_clip(
     cache_dir: str | os.PathLike,
     num_ids: int = DEFAULT_NUM_IDS,
@@ -648,12 +632,12 @@ def ensure_pretrained_tiny_clip(
     if weights.is_file() and sidecar.is_file():
         logger.info("using cached pretrained CLIP weights %s", weights)
         return weights
-    data_dir = _pretraining_set(
+    data_dir = (
         cache
         / "pretrain-data"
-        / f"ids{num_ids}-cams{num_cameras}-ipc{images_per_camera}-px{image_size}-seed{seed}",
-        generation,
+        / f"ids{num_ids}-cams{num_cameras}-ipc{images_per_camera}-px{image_size}-seed{seed}"
     )
+    ensure_synthetic(data_dir, **generation)
     remaining = (
         None if max_seconds is None else max(0.0, max_seconds - (time.perf_counter() - start))
     )

@@ -38,11 +38,13 @@ def test_synthetic_set_is_drawn_once_and_redrawn_when_its_parameters_change(tmp_
     assert len(json.loads((root / "meta.json").read_text())["cameras"]) == 2
 
 
-def test_a_set_without_meta_is_left_alone(tmp_path):
-    root = tmp_path / "own"
+def test_an_interrupted_drawing_is_drawn_anew(tmp_path):
+    root = tmp_path / "syn"
     (root / "image_train").mkdir(parents=True)
+    (root / "image_train" / "0001_c001_00000000_0.jpg").write_bytes(b"half a file")
     ensure_dataset(load_config(None, {**TINY_SET, "data.root": str(root)}))
-    assert not (root / "meta.json").exists()
+    assert recorded_parameters(root)["num_ids"] == 4
+    assert len(list((root / "image_train").iterdir())) == 2 * 2 * 2  # 2 ids x 2 cams x 2
 
 
 def test_shared_inputs_are_prepared_once_on_the_driver(tmp_path, monkeypatch):

@@ -1275,6 +1275,28 @@ def _copy_queries(out: Path, records: dict[tuple[int, int], dict], chosen) -> li
     return queries
 
 
+def ensure_synthetic(out_dir: str | Path, **parameters) -> bool:
+    """Draw ``make_synthetic(out_dir, **parameters)`` unless a finished set drawn with the
+    same parameters is already there; returns whether it drew.
+
+    ``make_synthetic`` writes ``meta.json`` last, so a folder without it is an interrupted
+    drawing, and one whose recorded parameters differ (an older config's set) is stale:
+    both are drawn anew in place.
+    """
+    out = Path(out_dir).expanduser()
+    wanted = {k: list(v) if k == "image_size" else v for k, v in parameters.items()}
+    meta = out / META_FILE
+    if meta.is_file():
+        recorded = json.loads(meta.read_text()).get("parameters", {})
+        stale = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
+        if not stale:
+            return False
+        logger.warning("redrawing the synthetic set in %s: (was, now) %s", out, stale)
+    logger.info("drawing the synthetic set into %s", out)
+    make_synthetic(out, overwrite=True, **parameters)
+    return True
+
+
 def make_synthetic(
     out_dir: str | Path,
     num_ids: int = 40,
