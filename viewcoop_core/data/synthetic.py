@@ -1191,7 +1191,7 @@ def _choose_queries(
 
 
 def _validate(
-    num_ids, num_cameras, images_per_camera, image_size, test_fraction, queries_per_id
+    num_ids, num_cameras, images_per_camera, image_size, test_fraction, queries_per_id, camera_looks
 ) -> int:
     """Check the arguments; return the number of training ids."""
     if not 0.0 < test_fraction < 1.0:
@@ -1215,6 +1215,10 @@ def _validate(
         )
     if len(image_size) != 2 or min(image_size) < 16:
         raise ValueError(f"image_size={image_size!r}: expected (height, width), both >= 16 pixels")
+    if camera_looks is not None and not 1 <= camera_looks <= num_cameras:
+        raise ValueError(
+            f"camera_looks={camera_looks!r}: expected None or 1..num_cameras ({num_cameras})"
+        )
     return num_ids - num_test
 
 
@@ -1339,12 +1343,14 @@ def make_synthetic(
         "jpeg_quality": JPEG_QUALITY,
     }
     num_train_ids = _validate(
-        num_ids, num_cameras, images_per_camera, image_size, test_fraction, queries_per_id
+        num_ids,
+        num_cameras,
+        images_per_camera,
+        image_size,
+        test_fraction,
+        queries_per_id,
+        camera_looks,
     )
-    if camera_looks is not None and not 1 <= camera_looks <= num_cameras:
-        raise ValueError(
-            f"camera_looks={camera_looks!r}: expected None or 1..num_cameras ({num_cameras})"
-        )
     out = Path(out_dir).expanduser()
     _prepare_out_dir(out, overwrite)
     identities = assign_identities(num_ids, num_train_ids, seed, near_duplicate_fraction)
