@@ -1,7 +1,7 @@
 """One epoch of the real loop without Ray: extract -> cluster (service) -> train -> evaluate.
 
-Calls the same stage functions the Ray Train workers run (``workers.epoch``) and the
-clustering service the actor wraps, on one device, and prints per-stage seconds and
+Calls the same engine functions the Ray Train workers run (``viewcoop_core.engine``) and
+the clustering step the actor runs, on one device, and prints per-stage seconds and
 images/s as JSON. Made for GPU machines that have no Ray:
 
     python benchmarks/bench_epoch.py --config experiments/veri776_vitb16.yaml \
@@ -25,10 +25,19 @@ import torch
 
 from orchestrator.config import load_config
 from orchestrator.train import absolute_paths
-from viewcoop_core.data.synthetic import make_synthetic
-from viewcoop_core.losses import ViewCoOpLoss
-from workers import epoch as stages
-from workers.clustering_service import ClusteringService, service_kwargs
+from viewcoop_core.engine.clustering_step import ClusteringStep
+from viewcoop_core.engine.components import build_components, build_loss
+from viewcoop_core.engine.evaluate import evaluate
+from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
+from viewcoop_core.engine.train import (
+    EpochLabels,
+    TrainState,
+    build_optimizer,
+    epoch_clause_order,
+    pk_loader,
+    train_epoch,
+)
+from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,34 +71,27 @@ def main() -> None:
     args = parse_args()
     cfg = absolute_paths(load_config(args.config, [*args.set, f"train.iters={args.iters}"]))
     if args.synthetic_ids and not (Path(cfg.data.root) / "image_train").is_dir():
-        size = cfg.model.image_size
-        make_synthetic(
-            cfg.data.root,
-            num_ids=args.synthetic_ids,
-            num_cameras=args.cameras,
-            image_size=(size, size),
+        spec = SyntheticSpec(
+            num_ids=args.synthetic_ids, num_cameras=args.cameras, image_size=cfg.model.image_size
         )
+        make_synthetic(cfg.data.root, spec)
     device = torch.device(args.device)
-    comps, build_s = timed(lambda: stages.build_components(cfg, device), device)
+    comps, build_s = timed(lambda: build_components(cfg, device), device)
     samples = comps.dataset.train
     num = len(samples)
-    order = stages.epoch_clause_order(num, 1, cfg.train.seed, cfg.prompt.shuffle_clauses)
-    loader = stages.make_loader(
+    order = epoch_clause_order(num, 1, cfg.train.seed, cfg.prompt.shuffle_clauses)
+    prompts = PromptInputs(comps.view_percent, None, order)
+    loader = make_loader(
         samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers
     )
     (_, img, txt), extract_s = timed(
-        lambda: stages.extract_features(
-            comps.model, loader, device, comps.view_percent, None, order, cfg.train.amp
-        ),
+        lambda: extract_features(comps.model, loader, device, prompts, cfg.train.amp),
         device,
     )
-    service = ClusteringService(
-        num,
-        true_ids=np.array([s.pid for s in samples]),
-        device=args.device,
-        **service_kwargs(cfg.cluster, cfg.graph),
+    step = ClusteringStep(
+        cfg.cluster, cfg.graph, true_ids=np.array([s.pid for s in samples]), device=args.device
     )
-    result, cluster_s = timed(lambda: service.cluster_features(1, img, txt), device)
+    result, cluster_s = timed(lambda: step.run(1, img, txt), device)
     figures = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "model": cfg.model.name,
@@ -104,52 +106,42 @@ def main() -> None:
         "txt_clusters": result.num_txt_clusters,
     }
     if result.num_img_clusters >= cfg.train.batch_size // cfg.train.num_instances:
-        loss_fn = ViewCoOpLoss(comps.bundle.embed_dim, cfg.loss.terms).to(device)
+        loss_fn = build_loss(cfg, comps.bundle.embed_dim).to(device)
         loss_fn.reset(
             torch.as_tensor(result.img_centroids, device=device),
             torch.as_tensor(result.txt_centroids, device=device),
         )
         comps.model.prompt_learner.on_clusters_changed(result.num_img_clusters)
-        optimizer = stages.build_optimizer(
-            comps.model, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay
-        )
-        train_loader = stages.pk_loader(
+        optimizer = build_optimizer(comps.model, cfg.optim)
+        train_loader = pk_loader(
             samples,
             result.y_img,
             comps.train_transform,
             cfg.train.batch_size,
-            cfg.train.num_instances,
-            cfg.train.iters,
+            cfg.train,
             seed=0,
             epoch=1,
             num_workers=cfg.data.num_workers,
         )
-        y_img, y_txt = (
+        labels = EpochLabels(
             torch.tensor(result.y_img, dtype=torch.long),
             torch.tensor(result.y_txt, dtype=torch.long),
         )
-        train, train_s = timed(
-            lambda: stages.train_epoch(
-                comps.model,
-                loss_fn,
-                optimizer,
-                train_loader,
-                device,
-                y_img,
-                y_txt,
-                comps.view_percent,
-                order,
-                tuple(cfg.graph.tau),
-                cfg.train.amp,
-                comps.model.train_text,
-            ),
+        state = TrainState(
+            comps.model,
+            loss_fn,
+            optimizer,
             device,
+            tau=tuple(cfg.graph.tau),
+            amp=cfg.train.amp,
+            with_text=comps.model.train_text,
         )
+        train, train_s = timed(lambda: train_epoch(state, train_loader, labels, prompts), device)
         figures.update({"train_s": train_s, "train_images_per_s": train["train_images_per_s"]})
     else:
         figures["train_skipped"] = f"{result.num_img_clusters} clusters < P"
     metrics, eval_s = timed(
-        lambda: stages.evaluate(
+        lambda: evaluate(
             comps.model, comps.dataset, comps.test_transform, device, cfg.train.extract_batch_size
         ),
         device,

@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from viewcoop_core.clustering import pseudo_labels
+from viewcoop_core.config import ClusterConfig
 
 
 def clustered_features(
@@ -84,14 +85,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # The library logs the Jaccard and DBSCAN halves (INFO) and Jaccard stages (DEBUG).
     start = time.perf_counter()
-    labels = pseudo_labels(
-        features,
-        eps=args.eps,
-        min_samples=args.min_samples,
-        k1=args.k1,
-        k2=args.k2,
-        backend=args.backend,
+    settings = ClusterConfig(
+        eps=args.eps, min_samples=args.min_samples, k1=args.k1, k2=args.k2, backend=args.backend
     )
+    labels = pseudo_labels(features, settings)
     seconds = time.perf_counter() - start
 
     outliers = labels == -1

@@ -9,7 +9,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from viewcoop_core.config import ExperimentConfig
-from workers.clustering_service import ClusteringService, service_kwargs
+from workers.clustering_service import ClusteringService
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,6 @@ def start_clustering_actor(
         max_restarts=2,
         max_task_retries=0,
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-    ).remote(num_samples=num_samples, true_ids=true_ids, **service_kwargs(cfg.cluster, cfg.graph))
+    ).remote(num_samples, cfg.cluster, cfg.graph, true_ids=true_ids)
     logger.info("clustering actor %s (%s GPU)", actor_name(run_name), num_gpus)
     return handle

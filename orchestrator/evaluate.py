@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from viewcoop_core.config import ExperimentConfig, apply_overrides
-from workers import epoch as stages
-from workers.checkpoint import read_checkpoint
+from viewcoop_core.engine.checkpoint import read_checkpoint, restore_model
+from viewcoop_core.engine.components import build_components
+from viewcoop_core.engine.evaluate import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,9 @@ def evaluate_checkpoint(
         tree["data"]["root"] = root
     cfg = ExperimentConfig.from_dict(apply_overrides(tree, overrides or []))
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    comps = stages.build_components(cfg, torch_device, for_training=False)
-    if state.get("y_img") is not None:
-        comps.model.prompt_learner.on_clusters_changed(int(state["y_img"].max()) + 1)
-    comps.model.load_state_dict(state["model"])
-    metrics = stages.evaluate(
+    comps = build_components(cfg, torch_device, for_training=False)
+    restore_model(comps.model, state)
+    metrics = evaluate(
         comps.model,
         comps.dataset,
         comps.test_transform,

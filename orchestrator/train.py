@@ -22,9 +22,11 @@ from ray.train.torch import TorchTrainer
 from orchestrator.actors import actor_name, start_clustering_actor
 from orchestrator.config import flatten, save_resolved
 from viewcoop_core.config import ExperimentConfig
-from viewcoop_core.data.synthetic import ensure_synthetic
-from workers.epoch import load_dataset
-from workers.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
+from viewcoop_core.engine.components import load_dataset
+from viewcoop_core.engine.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
+from viewcoop_core.synthetic import ensure_synthetic
+from viewcoop_core.synthetic.spec import PRETRAIN_SPEC
+from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -48,18 +50,8 @@ def default_run_name(cfg: ExperimentConfig) -> str:
 def ensure_dataset(cfg: ExperimentConfig) -> None:
     """Draw the synthetic set when it is the chosen dataset and not there yet (or drawn
     with other parameters, e.g. an older demo's set)."""
-    if cfg.data.dataset != "synthetic":
-        return
-    syn = cfg.data.synthetic
-    ensure_synthetic(
-        cfg.data.root,
-        num_ids=syn.num_ids,
-        num_cameras=syn.num_cameras,
-        seed=syn.seed,
-        images_per_camera=syn.images_per_camera,
-        camera_looks=syn.camera_looks,
-        image_size=(syn.image_size, syn.image_size),
-    )
+    if cfg.data.dataset == "synthetic":
+        ensure_synthetic(cfg.data.root, cfg.data.synthetic)
 
 
 def ensure_weights(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -67,11 +59,9 @@ def ensure_weights(cfg: ExperimentConfig) -> ExperimentConfig:
     ``model.pretrained`` (trained here, on the driver, the first time)."""
     if not cfg.model.synthetic_pretrain:
         return cfg
-    from viewcoop_core.pretrain import ensure_pretrained_tiny_clip  # noqa: PLC0415 - demo-only path
-
     path = ensure_pretrained_tiny_clip(
         Path(cfg.data.root).parent / "pretrained",
-        image_size=cfg.model.image_size,
+        PRETRAIN_SPEC.replace(image_size=cfg.model.image_size),
         max_seconds=cfg.model.synthetic_pretrain_seconds,
     )
     tree = cfg.to_dict()
@@ -169,7 +159,7 @@ def run_training(
     tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.ray.storage_path)
     init_ray(cfg.ray.address, cfg.ray.namespace, num_cpus)
 
-    dataset = load_dataset(cfg)
+    dataset = load_dataset(cfg.data)
     true_ids = np.array([s.pid for s in dataset.train], dtype=np.int64)
     actor = start_clustering_actor(cfg, run_name, len(dataset.train), true_ids, cfg.ray.namespace)
     loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, parent_run_id)

@@ -1,9 +1,11 @@
 """Typed configuration: one dataclass per component, composed into ``ExperimentConfig``.
 
-Each dataclass validates its own fields in ``__post_init__`` and names the field and the
-allowed values when something is wrong. Loading YAML and dotted overrides lives in
-``orchestrator.config``; this module is plain Python so workers can rebuild the config
-from the dict they receive.
+Each dataclass validates its own fields in ``__post_init__`` against the registries of
+``viewcoop_core.vocabulary`` and names the field and the allowed values when something
+is wrong. Dotted overrides (``train.epochs=3``) are applied here too
+(``apply_overrides``); reading YAML files and profiles is ``orchestrator.config``. This
+module imports no torch, so a config is validated in a fraction of a second, and
+workers rebuild it from the plain dict they receive.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from typing import Any
 
 import yaml
 
-from viewcoop_core.graph import parse_tau
-from viewcoop_core.losses import LOSS_TERMS, parse_losses
-
-DATASET_NAMES = ("synthetic", "veri776", "vehicleid")
-PROMPT_VARIANTS = ("coop", "cocoop", "uncoop", "viewcoop_static", "viewcoop")
-CLUSTER_BACKENDS = ("auto", "sklearn", "torch", "cuml")
-DIC_BACKENDS = ("auto", "numpy", "torch", "cupy")
-PATCH_SIZES = (8, 16, 32)
+from viewcoop_core.synthetic.spec import SyntheticSpec
+from viewcoop_core.vocabulary import (
+    DATASET_NAMES,
+    DBSCAN_BACKEND_CHOICES,
+    DICTIONARY_BACKEND_CHOICES,
+    LOSS_TERMS,
+    PATCH_SIZES,
+    PROMPT_VARIANTS,
+    parse_losses,
+    parse_tau,
+)
 
 
 class ConfigError(ValueError):
@@ -37,36 +42,13 @@ def _require(ok: bool, field_path: str, value: Any, allowed: str) -> None:
 
 
 @dataclass
-class SyntheticConfig:
-    """How the synthetic set is drawn when ``data.dataset == "synthetic"`` and it is missing."""
-
-    num_ids: int = 40
-    num_cameras: int = 6
-    images_per_camera: int = 2
-    image_size: int = 128
-    seed: int = 0
-    # Distinct camera looks (light, background, blur) shared round-robin; None: one each.
-    camera_looks: int | None = None
-
-    def __post_init__(self) -> None:
-        _require(self.num_ids >= 4, "data.synthetic.num_ids", self.num_ids, "an int >= 4")
-        _require(self.num_cameras >= 2, "data.synthetic.num_cameras", self.num_cameras, ">= 2")
-        _require(
-            self.camera_looks is None or 1 <= self.camera_looks <= self.num_cameras,
-            "data.synthetic.camera_looks",
-            self.camera_looks,
-            "null or an int in 1..num_cameras",
-        )
-
-
-@dataclass
 class DataConfig:
     dataset: str = "synthetic"
     root: str = "data/synthetic"
     masks_dir: str | None = None
     vehicleid_test_size: int = 2400
     num_workers: int = 2
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
 
     def __post_init__(self) -> None:
         _require(
@@ -86,7 +68,8 @@ class ModelConfig:
 
     ``synthetic_pretrain``: for the tiny model only (no real CLIP weights on CPU demos):
     pretrain it contrastively on captioned synthetic vehicles with other identities
-    than the re-id set (``viewcoop_core.pretrain``), cached, and start from those weights.
+    than the re-id set (``viewcoop_core.synthetic.pretrain``), cached, and start from
+    those weights.
     """
 
     name: str = "ViT-B-16"
@@ -152,16 +135,21 @@ class ClusterConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        _require(0 < self.eps < 1, "cluster.eps", self.eps, "a float in (0, 1)")
+        if not 0 < self.eps < 1:
+            raise ConfigError(
+                f"cluster.eps={self.eps!r} is not allowed: eps must be in (0, 1); Jaccard "
+                "distances lie in [0, 1] and pairs sharing no k-reciprocal neighbour "
+                "(distance 1) are not stored"
+            )
         _require(self.min_samples >= 1, "cluster.min_samples", self.min_samples, "an int >= 1")
         _require(
             self.k1 >= 2 and self.k2 >= 1, "cluster.k1/k2", (self.k1, self.k2), "k1 >= 2, k2 >= 1"
         )
         _require(
-            self.backend in CLUSTER_BACKENDS,
+            self.backend in DBSCAN_BACKEND_CHOICES,
             "cluster.backend",
             self.backend,
-            f"one of {CLUSTER_BACKENDS}",
+            f"one of {DBSCAN_BACKEND_CHOICES}",
         )
 
 
@@ -175,10 +163,10 @@ class GraphConfig:
     def __post_init__(self) -> None:
         self.tau = list(resolve_tau(self.tau))
         _require(
-            self.dic_backend in DIC_BACKENDS,
+            self.dic_backend in DICTIONARY_BACKEND_CHOICES,
             "graph.dic_backend",
             self.dic_backend,
-            f"one of {DIC_BACKENDS}",
+            f"one of {DICTIONARY_BACKEND_CHOICES}",
         )
 
 
@@ -313,7 +301,12 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _coerce(hints[key], value, prefix + key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a component's own validation (e.g. SyntheticSpec)
+        raise ConfigError(str(exc)) from exc
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:

@@ -1,8 +1,8 @@
 """View proportions of a vehicle image from its view mask (paper Eq. 1).
 
 A view mask is a single-channel image whose values label each pixel:
-0 background, 1 front, 2 back, 3 top, 4 side (``MASK_LABELS``). The ViewCoOp prompt
-names the views in the order front, back, side, top (``VIEW_NAMES``); every array
+0 background, 1 front, 2 back, 3 top, 4 side (``vocabulary.MASK_LABELS``). The ViewCoOp prompt
+names the views in the order front, back, side, top (``vocabulary.VIEW_NAMES``); every array
 returned here uses that column order, which is NOT the label order.
 
 Patch-level proportion for patch size ``s`` (paper Table 4, "Patch-level (s x s)"):
@@ -21,24 +21,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from viewcoop_core.data.masks import VIEW_LABELS as VIEW_LABELS_BY_VALUE
 from viewcoop_core.data.masks import load_mask
+from viewcoop_core.vocabulary import (
+    MASK_LABELS,
+    NUM_MASK_LABELS,
+    PATCH_SIZES,
+    VIEW_MASK_VALUES,
+    VIEW_NAMES,
+)
 
 logger = logging.getLogger(__name__)
 
-VIEW_NAMES: tuple[str, ...] = ("front", "back", "side", "top")
-"""Column order of every ratio array: the order of the view clauses in the prompt."""
-
-MASK_LABELS: dict[str, int] = {name: value for value, name in VIEW_LABELS_BY_VALUE.items()}
-"""Pixel value of each class in a view mask."""
-
-NUM_MASK_LABELS = len(MASK_LABELS)
-
-# Mask label of each output column, so that counts_by_label[VIEW_LABELS] is in VIEW_NAMES order.
-VIEW_LABELS = np.array([MASK_LABELS[name] for name in VIEW_NAMES], dtype=np.int64)
-
-ALLOWED_PATCH_SIZES: tuple[int, ...] = (8, 16, 32)
-"""Patch sizes of the paper's ablation (Table 4); ``None`` / ``"pixel"`` is pixel mode."""
+# Mask value of each output column, so that counts_by_value[_VIEW_COLUMN_VALUES] is in VIEW_NAMES order.
+_VIEW_COLUMN_VALUES = np.array(VIEW_MASK_VALUES, dtype=np.int64)
 
 EMPTY_MASK_RATIOS = np.full(len(VIEW_NAMES), 1.0 / len(VIEW_NAMES), dtype=np.float64)
 """Proportions used for a mask without any foreground pixel: no view is preferred."""
@@ -50,17 +45,17 @@ def parse_patch_size(value: object) -> int | None:
     Accepts the ints 8, 16, 32, their string forms ("16"), and "pixel" (any case) or
     ``None`` for pixel mode, which is returned as ``None``.
     """
-    allowed = f"one of {list(ALLOWED_PATCH_SIZES)} or 'pixel'"
+    allowed = f"one of {list(PATCH_SIZES)} or 'pixel'"
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "pixel":
             return None
-        if text.isdigit() and int(text) in ALLOWED_PATCH_SIZES:
+        if text.isdigit() and int(text) in PATCH_SIZES:
             return int(text)
     elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if int(value) in ALLOWED_PATCH_SIZES:
+        if int(value) in PATCH_SIZES:
             return int(value)
     raise ValueError(f"view ratio patch_size must be {allowed}, got {value!r}")
 
@@ -130,7 +125,7 @@ def view_counts(
     """Number of patches (or pixels) of each view, the numerator of Eq. (1).
 
     Args:
-        mask: [H0, W0] integer view mask, values 0..4 (see ``MASK_LABELS``).
+        mask: [H0, W0] integer view mask, values 0..4 (see ``vocabulary.MASK_LABELS``).
         patch_size: side of the square pixel patches; must divide both sides of
             ``image_size``. ``None`` counts pixels.
         image_size: (height, width) the mask is resized to first (nearest), so the
@@ -146,11 +141,11 @@ def view_counts(
         if patch_size <= 0 or image_size[0] % patch_size or image_size[1] % patch_size:
             raise ValueError(
                 f"patch_size {patch_size} must be a positive divisor of both sides of "
-                f"image_size {tuple(image_size)}; use one of {list(ALLOWED_PATCH_SIZES)} "
+                f"image_size {tuple(image_size)}; use one of {list(PATCH_SIZES)} "
                 "with a matching image size, or None for pixel mode"
             )
         labels = patch_majority_labels(mask, patch_size)
-    return np.bincount(labels, minlength=NUM_MASK_LABELS)[VIEW_LABELS].astype(np.int64)
+    return np.bincount(labels, minlength=NUM_MASK_LABELS)[_VIEW_COLUMN_VALUES].astype(np.int64)
 
 
 def counts_to_ratios(counts: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 ``train_loop_per_worker(config)`` is what ``TorchTrainer`` runs on every worker. The
 config dict carries the resolved experiment config plus the run's wiring (actor name,
-namespace, MLflow). All stage logic lives in ``workers.epoch``; this module only adds
-the distributed plumbing: object-store hand-off, the broadcast of one result ref,
-DDP, checkpoints and reports.
+namespace, MLflow). All stage logic lives in the Ray-free engine (``viewcoop_core.engine``); this module
+only adds the distributed plumbing: object-store hand-off, the broadcast of one result
+ref, DDP, checkpoints and reports.
 """
 
 from __future__ import annotations
@@ -25,18 +25,30 @@ import torch
 from ray.train.collective import barrier, broadcast_from_rank_zero
 
 from viewcoop_core.config import ExperimentConfig
-from viewcoop_core.losses import ViewCoOpLoss
-from workers import epoch as stages
-from workers.checkpoint import (
+from viewcoop_core.engine.checkpoint import (
     read_checkpoint,
+    restore_model,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
 )
-from workers.clustering_service import ClusterResult
-from workers.figures import make_figures
-from workers.tracking import RunTracker, history_markdown, metric_history
+from viewcoop_core.engine.clustering_step import ClusterResult
+from viewcoop_core.engine.components import Components, build_components, build_loss
+from viewcoop_core.engine.evaluate import evaluate
+from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader, shard_indices
+from viewcoop_core.engine.results import history_markdown
+from viewcoop_core.engine.tracking import RunTracker, metric_history
+from viewcoop_core.engine.train import (
+    EpochLabels,
+    TrainState,
+    build_optimizer,
+    epoch_clause_order,
+    pk_loader,
+    refresh_per_cluster_group,
+    train_epoch,
+)
+from viewcoop_core.figures.runs import make_figures
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +109,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     seed_everything(cfg.train.seed + rank)
 
-    comps = stages.build_components(cfg, device)
+    comps = build_components(cfg, device)
     core = comps.model
     start_epoch, prev_labels, run_id = 1, None, None
     checkpoint = ray.train.get_checkpoint()
@@ -109,27 +121,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start_epoch, run_id = state["epoch"] + 1, state.get("mlflow_run_id")
         if state.get("y_img") is not None:
             prev_labels = torch.as_tensor(state["y_img"], dtype=torch.long)
-            # Per-cluster prompt rows are sized by the clustering they were trained on.
-            core.prompt_learner.on_clusters_changed(int(prev_labels.max()) + 1)
-        core.load_state_dict(state["model"])
+        restore_model(core, state)
     model = wrap_ddp(core)
-    optimizer = stages.build_optimizer(
-        core, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay
-    )
+    optimizer = build_optimizer(core, cfg.optim)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_size, cfg.optim.gamma)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         logger.info("rank %d resumes at epoch %d", rank, start_epoch)
-    loss_fn = ViewCoOpLoss(
-        comps.bundle.embed_dim,
-        terms=cfg.loss.terms,
-        temperature=cfg.loss.temperature,
-        momentum=cfg.loss.momentum,
-        margin=cfg.loss.margin,
-        gather=gather_across_ranks,
-    ).to(device)
+    loss_fn = build_loss(cfg, comps.bundle.embed_dim, gather=gather_across_ranks).to(device)
 
     tracker = open_tracker(config, run_id) if rank == 0 else None
     actor = ray.get_actor(config["actor_name"], namespace=config["namespace"])
@@ -183,19 +184,19 @@ def open_tracker(config: dict[str, Any], run_id: str | None) -> RunTracker:
 class EpochRunner:
     """One epoch on one worker: extract shard -> actor -> broadcast -> train."""
 
-    def __init__(self, cfg, config, rank, world_size, device, comps, loss_fn, actor):
+    def __init__(self, cfg, config, rank, world_size, device, comps: Components, loss_fn, actor):
         self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
         self.comps, self.loss_fn, self.actor = comps, loss_fn, actor
         self.labels_dir = (
             Path(config["run_dir"]) / "pseudo_labels" if cfg.train.save_labels else None
         )
         self.batch = per_worker_batch(cfg.train.batch_size, cfg.train.num_instances, world_size)
-        self.extract_ids = stages.shard_indices(len(comps.dataset.train), rank, world_size)
+        self.extract_ids = shard_indices(len(comps.dataset.train), rank, world_size)
 
     def evaluate(self) -> dict[str, float]:
         """mAP and ranks of the image encoder on the test protocol (rank 0 calls it)."""
         cfg, comps = self.cfg, self.comps
-        return stages.evaluate(
+        return evaluate(
             comps.model,
             comps.dataset,
             comps.test_transform,
@@ -209,10 +210,8 @@ class EpochRunner:
         """Returns (metrics, this epoch's image labels int64[N], the possibly re-wrapped model)."""
         cfg, comps, core = self.cfg, self.comps, self.comps.model
         samples = comps.dataset.train
-        order = stages.epoch_clause_order(
-            len(samples), epoch, cfg.train.seed, cfg.prompt.shuffle_clauses
-        )
-        loader = stages.make_loader(
+        order = epoch_clause_order(len(samples), epoch, cfg.train.seed, cfg.prompt.shuffle_clauses)
+        loader = make_loader(
             samples,
             comps.test_transform,
             cfg.train.extract_batch_size,
@@ -221,13 +220,11 @@ class EpochRunner:
         )
         start = time.perf_counter()
         with self.progress_bar(f"epoch {epoch} extract", len(self.extract_ids), "img") as bar:
-            indices, img, txt = stages.extract_features(
+            indices, img, txt = extract_features(
                 core,
                 loader,
                 self.device,
-                comps.view_percent,
-                prev_labels,
-                order,
+                PromptInputs(comps.view_percent, prev_labels, order),
                 amp=cfg.train.amp,
                 progress=bar,
             )
@@ -255,39 +252,36 @@ class EpochRunner:
         core.prompt_learner.on_clusters_changed(result.num_img_clusters)
         if core.prompt_learner.uses_cluster_ids:
             # New per-cluster parameters/buffers: new optimizer group and a new DDP wrapper.
-            stages.refresh_per_cluster_group(optimizer, core)
+            refresh_per_cluster_group(optimizer, core)
             model = wrap_ddp(core)
         self.loss_fn.reset(
             torch.tensor(result.img_centroids, device=self.device),
             torch.tensor(result.txt_centroids, device=self.device),
         )
-        loader = stages.pk_loader(
+        loader = pk_loader(
             samples,
             result.y_img,
             comps.train_transform,
             self.batch,
-            cfg.train.num_instances,
-            cfg.train.iters,
+            cfg.train,
             seed=cfg.train.seed * 1000 + self.rank,
             epoch=epoch,
             num_workers=cfg.data.num_workers,
         )
+        state = TrainState(
+            model,
+            self.loss_fn,
+            optimizer,
+            self.device,
+            tau=tuple(cfg.graph.tau),
+            amp=cfg.train.amp,
+            with_text=core.train_text,
+        )
+        epoch_labels = EpochLabels(labels, torch.tensor(result.y_txt, dtype=torch.long))
         with self.progress_bar(f"epoch {epoch} train", cfg.train.iters, "it") as bar:
             metrics.update(
-                stages.train_epoch(
-                    model,
-                    self.loss_fn,
-                    optimizer,
-                    loader,
-                    self.device,
-                    labels,
-                    torch.tensor(result.y_txt, dtype=torch.long),
-                    comps.view_percent,
-                    order,
-                    tuple(cfg.graph.tau),
-                    amp=cfg.train.amp,
-                    with_text=core.train_text,
-                    progress=bar,
+                train_epoch(
+                    state, loader, epoch_labels, PromptInputs(comps.view_percent, None, order), bar
                 )
             )
         metrics["skipped_training"] = 0.0

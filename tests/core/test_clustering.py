@@ -18,7 +18,14 @@ from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
 from viewcoop_core import clustering
-from viewcoop_core.clustering import available_backends, dbscan, jaccard_distance, pseudo_labels
+from viewcoop_core.clustering import (
+    available_backends,
+    dbscan,
+    jaccard,
+    jaccard_distance,
+    pseudo_labels,
+)
+from viewcoop_core.config import ClusterConfig
 
 
 def clustered_features(
@@ -155,8 +162,8 @@ def test_max_distance_keeps_only_pairs_below_it(features, reference, sparse_full
 
 def test_small_blocks_give_the_same_matrix(features, sparse_full, monkeypatch):
     # Tiny blocks and a tiny join budget cross every block boundary in every stage.
-    monkeypatch.setattr(clustering, "_MAX_JOIN_TRIPLES", 500)
-    monkeypatch.setattr(clustering, "_MAX_GATHER_ELEMENTS", {"cpu": 1000, "cuda": 1000})
+    monkeypatch.setattr(jaccard, "_MAX_JOIN_TRIPLES", 500)
+    monkeypatch.setattr(jaccard, "_MAX_GATHER_ELEMENTS", {"cpu": 1000, "cuda": 1000})
     blocked = jaccard_distance(features, k1=30, k2=6, block_size=7)
     np.testing.assert_array_equal(blocked.indptr, sparse_full.indptr)
     np.testing.assert_array_equal(blocked.indices, sparse_full.indices)
@@ -178,7 +185,9 @@ def test_jaccard_rejects_bad_arguments(features):
 @pytest.mark.parametrize("backend", ["sklearn", "torch"])
 def test_pseudo_labels_match_sklearn_on_dense_reference(features, reference, backend):
     expected = DBSCAN(eps=0.6, min_samples=4, metric="precomputed").fit(reference).labels_
-    got = pseudo_labels(features, eps=0.6, min_samples=4, k1=30, k2=6, backend=backend)
+    got = pseudo_labels(
+        features, ClusterConfig(eps=0.6, min_samples=4, k1=30, k2=6, backend=backend)
+    )
     assert got.dtype == np.int64 and got.shape == (len(features),)
     # Non-trivial partition: several clusters and some outliers.
     assert expected.max() >= 3 and (expected == -1).any()
@@ -252,7 +261,9 @@ def test_single_tight_blob_is_one_cluster():
     rng = np.random.default_rng(1)
     blob = torch.from_numpy((np.ones(8) + 0.05 * rng.standard_normal((40, 8))).astype(np.float32))
     for backend in ("sklearn", "torch"):
-        labels = pseudo_labels(blob, eps=0.9, min_samples=4, k1=10, k2=3, backend=backend)
+        labels = pseudo_labels(
+            blob, ClusterConfig(eps=0.9, min_samples=4, k1=10, k2=3, backend=backend)
+        )
         np.testing.assert_array_equal(labels, np.zeros(40, dtype=np.int64))
 
 
@@ -260,7 +271,9 @@ def test_single_tight_blob_is_one_cluster():
 def test_fewer_points_than_min_samples(n):
     tiny = clustered_features(n=n, seed=2)
     for backend in ("sklearn", "torch"):
-        labels = pseudo_labels(tiny, eps=0.6, min_samples=4, k1=30, k2=6, backend=backend)
+        labels = pseudo_labels(
+            tiny, ClusterConfig(eps=0.6, min_samples=4, k1=30, k2=6, backend=backend)
+        )
         np.testing.assert_array_equal(labels, np.full(n, -1))
 
 
@@ -303,4 +316,4 @@ def test_available_backends_lists_the_cpu_ones():
 
 def test_pseudo_labels_rejects_eps_outside_unit_interval(features):
     with pytest.raises(ValueError, match=r"eps must be in \(0, 1\)"):
-        pseudo_labels(features, eps=1.0)
+        pseudo_labels(features, ClusterConfig(eps=1.0))

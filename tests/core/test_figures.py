@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from viewcoop_core import figures
-from viewcoop_core.views import MASK_LABELS
+from viewcoop_core.vocabulary import MASK_VALUE
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -208,10 +208,10 @@ def toy_masks(count: int, size: int) -> np.ndarray:
     masks = np.zeros((count, size, size), dtype=np.uint8)
     quarter = size // 4
     for b in range(count):
-        masks[b, quarter:-quarter, quarter : 2 * quarter] = MASK_LABELS["front"]
-        masks[b, quarter:-quarter, 2 * quarter : -quarter] = MASK_LABELS["side"]
-        masks[b, quarter : quarter + 3, quarter:-quarter] = MASK_LABELS["top"]
-        masks[b, -quarter - 3 : -quarter, quarter:-quarter] = MASK_LABELS["back"] if b % 2 else 0
+        masks[b, quarter:-quarter, quarter : 2 * quarter] = MASK_VALUE["front"]
+        masks[b, quarter:-quarter, 2 * quarter : -quarter] = MASK_VALUE["side"]
+        masks[b, quarter : quarter + 3, quarter:-quarter] = MASK_VALUE["top"]
+        masks[b, -quarter - 3 : -quarter, quarter:-quarter] = MASK_VALUE["back"] if b % 2 else 0
     return masks
 
 
@@ -271,15 +271,16 @@ def write_tiny_checkpoint(tmp_path: Path) -> tuple[Path, torch.nn.Module, dict]:
     Returns the checkpoint folder, the "trained" model and the initial state dict (built
     as train_loop's rank 0 does: seed_everything(train.seed), then build_components)."""
     from orchestrator.config import load_config
-    from viewcoop_core.data.synthetic import make_synthetic
-    from workers import epoch as stages
-    from workers.checkpoint import rng_state, save_checkpoint, seed_everything
+    from viewcoop_core.engine.checkpoint import rng_state, save_checkpoint, seed_everything
+    from viewcoop_core.engine.components import build_components
+    from viewcoop_core.engine.train import build_optimizer
+    from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
 
     root = tmp_path / "synthetic"
-    make_synthetic(root, num_ids=8, num_cameras=4, image_size=(64, 64))
+    make_synthetic(root, SyntheticSpec(num_ids=8, num_cameras=4, image_size=64))
     cfg = load_config(REPO / "experiments" / "smoke.yaml", overrides=[f"data.root={root}"])
     seed_everything(cfg.train.seed)
-    comps = stages.build_components(cfg, torch.device("cpu"), for_training=False)
+    comps = build_components(cfg, torch.device("cpu"), for_training=False)
     model = comps.model
     initial_state = {key: value.clone() for key, value in model.state_dict().items()}
     generator = torch.Generator().manual_seed(123)
@@ -287,9 +288,7 @@ def write_tiny_checkpoint(tmp_path: Path) -> tuple[Path, torch.nn.Module, dict]:
         for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.05 * torch.randn(param.shape, generator=generator))
-    optimizer = stages.build_optimizer(
-        model, cfg.optim.lr, cfg.optim.prompt_lr, cfg.optim.weight_decay
-    )
+    optimizer = build_optimizer(model, cfg.optim)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_size, cfg.optim.gamma)
     y_img = np.array([s.pid % 3 for s in comps.dataset.train], dtype=np.int64)
     y_img[0] = -1  # an outlier, as clustering produces
@@ -315,7 +314,7 @@ def tiny_checkpoint(tmp_path_factory) -> tuple[Path, torch.nn.Module, dict]:
 
 
 def test_text_tower_reverted_swaps_only_the_text_tower(tiny_checkpoint):
-    from workers.figures import load_run, text_tower_reverted
+    from viewcoop_core.figures.runs import load_run, text_tower_reverted
 
     directory, trained, initial_state = tiny_checkpoint
     run = load_run("trained", directory, torch.device("cpu"))
@@ -341,7 +340,7 @@ def test_text_tower_reverted_swaps_only_the_text_tower(tiny_checkpoint):
 
 
 def test_make_figures_end_to_end(tiny_checkpoint, tmp_path):
-    from workers.figures import FIGURE_FILES, make_figures
+    from viewcoop_core.figures.runs import FIGURE_FILES, make_figures
 
     directory, _, _ = tiny_checkpoint
     paths = make_figures(

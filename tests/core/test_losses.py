@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from viewcoop_core.losses import (
-    LOSS_PRESETS,
     ViewCoOpLoss,
     batch_hard_triplet,
     cross_modal_loss,
     graph_constraint_loss,
-    parse_losses,
 )
-from viewcoop_core.memory import ClusterMemory, cluster_centroids, momentum_update
+from viewcoop_core.losses.memory import ClusterMemory, cluster_centroids, momentum_update
+from viewcoop_core.vocabulary import LOSS_PRESETS, parse_losses
 
 B, D = 8, 5
 ATOL = 1e-6
@@ -295,7 +294,7 @@ def test_viewcoop_loss_missing_inputs_name_the_term():
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_degenerate_inputs_give_finite_losses_and_zero_gradients(batch, caplog):
-    caplog.set_level(logging.DEBUG, logger="viewcoop_core.memory")
+    caplog.set_level(logging.DEBUG, logger="viewcoop_core.losses.memory")
     img = torch.randn(batch, D, generator=_gen(30), requires_grad=True)
     txt = torch.randn(batch, D, generator=_gen(31), requires_grad=True)
     outliers = torch.full((batch,), -1)

@@ -13,21 +13,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from viewcoop_core import pretrain
-from viewcoop_core.data.synthetic import make_synthetic
 from viewcoop_core.data.transforms import build_test_transform
 from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
-from viewcoop_core.pretrain import (
-    caption_for,
-    clip_contrastive_loss,
-    dominant_view,
-    ensure_pretrained_tiny_clip,
-    pretrain_clip,
-    read_captioned_images,
-    train_step,
-)
+from viewcoop_core.synthetic import SyntheticSpec, make_synthetic, pretrain
+from viewcoop_core.synthetic.captions import caption_for, dominant_view, read_captioned_images
+from viewcoop_core.synthetic.pretrain import clip_contrastive_loss, pretrain_clip, train_step
+from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
 
-TINY_SET = {"num_ids": 4, "num_cameras": 2, "images_per_camera": 2, "image_size": (64, 64)}
+TINY_SET = {"num_ids": 4, "num_cameras": 2, "images_per_camera": 2, "image_size": 64}
 TINY_TRAINING = {"image_size": 64, "epochs": 1, "batch_size": 8}
 
 RED_SEDAN = {
@@ -48,7 +41,7 @@ RED_SEDAN = {
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain") / "set"
-    make_synthetic(out, seed=1000, **TINY_SET)
+    make_synthetic(out, SyntheticSpec(seed=1000, **TINY_SET))
     return out
 
 
@@ -283,11 +276,12 @@ def test_ensure_pretrained_trains_once_per_parameter_set(tmp_path, monkeypatch):
         return real_pretrain(*args, **kwargs)
 
     monkeypatch.setattr(pretrain, "pretrain_clip", counting_pretrain)
-    options = {"num_ids": 4, "num_cameras": 2, "images_per_camera": 2, **TINY_TRAINING}
-    first = ensure_pretrained_tiny_clip(tmp_path, **options)
+    spec = SyntheticSpec(num_ids=4, num_cameras=2, images_per_camera=2, image_size=64, seed=1000)
+    options = {k: v for k, v in TINY_TRAINING.items() if k != "image_size"}
+    first = ensure_pretrained_tiny_clip(tmp_path, spec, **options)
     meta = next((tmp_path / "pretrain-data").glob("*/meta.json"))
     data_written = meta.stat().st_mtime_ns
-    assert ensure_pretrained_tiny_clip(tmp_path, **options) == first
+    assert ensure_pretrained_tiny_clip(tmp_path, spec, **options) == first
     assert len(calls) == 1
     assert meta.stat().st_mtime_ns == data_written  # the set was not drawn again
 
@@ -295,7 +289,7 @@ def test_ensure_pretrained_trains_once_per_parameter_set(tmp_path, monkeypatch):
     assert sidecar["parameters"]["data"]["seed"] == 1000
     assert sidecar["summary"]["steps"] == 2
 
-    changed = ensure_pretrained_tiny_clip(tmp_path, **{**options, "lr": 5e-4})
+    changed = ensure_pretrained_tiny_clip(tmp_path, spec, **{**options, "lr": 5e-4})
     assert changed != first and len(calls) == 2
     assert meta.stat().st_mtime_ns == data_written  # same data parameters, same set
     build_clip(TINY_MODEL_NAME, pretrained=str(changed), image_size=64)

@@ -7,12 +7,11 @@ import torch
 
 from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
 from viewcoop_core.models.prompts import (
-    PROMPT_VARIANTS,
-    VIEW_NAMES,
     build_prompt_learner,
     clause_orders,
     encode_prompts,
 )
+from viewcoop_core.vocabulary import PROMPT_VARIANTS, VIEW_NAMES
 
 BATCH = 12
 VIEW_WORDS = {"view", "percent", "proportions"}

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from orchestrator.config import load_config
-from orchestrator.sweep import prepare_shared_inputs
+from orchestrator.sweep.run import prepare_shared_inputs
 from orchestrator.train import ensure_dataset
 
 TINY_SET = {
@@ -50,11 +50,11 @@ def test_an_interrupted_drawing_is_drawn_anew(tmp_path):
 def test_shared_inputs_are_prepared_once_on_the_driver(tmp_path, monkeypatch):
     calls = []
 
-    def fake_pretraining(cache_dir, image_size, max_seconds):
-        calls.append((Path(cache_dir), image_size))
+    def fake_pretraining(cache_dir, spec, max_seconds):
+        calls.append((Path(cache_dir), spec.image_size))
         return Path(cache_dir) / "clip.pt"
 
-    monkeypatch.setattr("viewcoop_core.pretrain.ensure_pretrained_tiny_clip", fake_pretraining)
+    monkeypatch.setattr("orchestrator.train.ensure_pretrained_tiny_clip", fake_pretraining)
     base = {**TINY_SET, "data.root": str(tmp_path / "syn"), "model.synthetic_pretrain": True}
     configs = {
         "a": load_config(None, {**base, "graph.tau": "0"}),

@@ -9,23 +9,24 @@ import pytest
 import yaml
 
 from orchestrator.config import load_config
-from orchestrator.sweep import (
+from orchestrator.sweep.grid import (
     GridPoint,
-    SummaryRow,
     axis_columns,
     check_fixed_overrides,
     expand_grid,
-    max_concurrent_trials,
     parse_grid_options,
     point_config,
-    prepare_sweep_dir,
     read_sweep_section,
+)
+from orchestrator.sweep.report import (
+    SummaryRow,
     summary_rows,
     table_markdown,
-    trial_demand,
     write_summary,
     write_table_csv,
 )
+from orchestrator.sweep.resources import max_concurrent_trials, trial_demand
+from orchestrator.sweep.run import prepare_sweep_dir
 from viewcoop_core.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

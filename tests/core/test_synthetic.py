@@ -11,21 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viewcoop_core.data.synthetic import (
-    BODY_TYPES,
-    build_vehicle_model,
-    camera_style,
-    camera_styles,
-    make_synthetic,
-    render_sample,
-    sample_attributes,
-)
+from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
+from viewcoop_core.synthetic.cameras import camera_style, camera_styles
+from viewcoop_core.synthetic.common import BODY_TYPES
+from viewcoop_core.synthetic.identities import sample_attributes
+from viewcoop_core.synthetic.render import render_sample
+from viewcoop_core.synthetic.vehicles import build_vehicle_model
 
 SMALL = {
     "num_ids": 8,
     "num_cameras": 4,
     "images_per_camera": 2,
-    "image_size": (64, 64),
+    "image_size": 64,
     "queries_per_id": 2,
 }
 NAME = re.compile(r"^(\d{4})_c(\d{3})_(\d{8})_0\.jpg$")
@@ -36,7 +33,7 @@ FRONT, BACK, TOP, SIDE = 1, 2, 3, 4
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("synthetic") / "set"
-    return out, make_synthetic(out, seed=0, **SMALL)
+    return out, make_synthetic(out, SyntheticSpec(seed=0, **SMALL))
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -57,13 +54,13 @@ def _names(root: Path, split: str) -> list[str]:
 
 def test_same_seed_same_bytes_other_seed_differs(small_set, tmp_path):
     root, _ = small_set
-    make_synthetic(tmp_path / "again", seed=0, **SMALL)
+    make_synthetic(tmp_path / "again", SyntheticSpec(seed=0, **SMALL))
     first, again = _files(root), _files(tmp_path / "again")
     assert sorted(first) == sorted(again)
     assert all(first[name] == again[name] for name in first)
 
     other_root = tmp_path / "other"
-    make_synthetic(other_root, seed=1, **SMALL)
+    make_synthetic(other_root, SyntheticSpec(seed=1, **SMALL))
     other = _files(other_root)
     first_jpegs = {v for k, v in first.items() if k.endswith(".jpg")}
     other_jpegs = {v for k, v in other.items() if k.endswith(".jpg")}
@@ -75,7 +72,7 @@ def test_images_do_not_depend_on_generation_order(small_set, tmp_path):
     # per-image seeding means every file it writes equals the one in the bigger set.
     root, _ = small_set
     fewer = tmp_path / "fewer"
-    make_synthetic(fewer, seed=0, **{**SMALL, "images_per_camera": 1})
+    make_synthetic(fewer, SyntheticSpec(seed=0, **{**SMALL, "images_per_camera": 1}))
     bigger = _files(root)
     for rel, content in _files(fewer).items():
         if rel.startswith(("image_train", "image_test", "masks")):
@@ -306,22 +303,25 @@ def test_camera_looks_share_the_look_and_keep_each_view():
 
 
 def test_camera_looks_recorded_and_validated(tmp_path):
-    make_synthetic(tmp_path / "a", seed=0, camera_looks=1, **SMALL)
+    make_synthetic(tmp_path / "a", SyntheticSpec(seed=0, camera_looks=1, **SMALL))
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["parameters"]["camera_looks"] == 1
     assert len({json.dumps(c["colour_cast"]) for c in meta["cameras"]}) == 1
     assert [c["template"] for c in meta["cameras"]] == ["front", "back", "side", "top"]
     with pytest.raises(ValueError, match="camera_looks"):
-        make_synthetic(tmp_path / "b", camera_looks=5, **SMALL)
+        make_synthetic(tmp_path / "b", SyntheticSpec(camera_looks=5, **SMALL))
 
 
 def test_errors_name_the_argument(tmp_path):
     with pytest.raises(ValueError, match="queries_per_id"):
-        make_synthetic(tmp_path / "a", **{**SMALL, "queries_per_id": 5})
+        make_synthetic(tmp_path / "a", SyntheticSpec(**{**SMALL, "queries_per_id": 5}))
     with pytest.raises(ValueError, match="test_fraction"):
-        make_synthetic(tmp_path / "b", **SMALL, test_fraction=1.0)
-    make_synthetic(tmp_path / "c", **{**SMALL, "num_ids": 2, "num_cameras": 2, "queries_per_id": 1})
+        make_synthetic(tmp_path / "b", SyntheticSpec(**SMALL, test_fraction=1.0))
+    make_synthetic(
+        tmp_path / "c",
+        SyntheticSpec(**{**SMALL, "num_ids": 2, "num_cameras": 2, "queries_per_id": 1}),
+    )
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        make_synthetic(tmp_path / "c", **SMALL)
-    summary = make_synthetic(tmp_path / "c", **SMALL, overwrite=True)
+        make_synthetic(tmp_path / "c", SyntheticSpec(**SMALL))
+    summary = make_synthetic(tmp_path / "c", SyntheticSpec(**SMALL), overwrite=True)
     assert len(_names(tmp_path / "c", "image_train")) == summary.num_train_images

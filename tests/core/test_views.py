@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from viewcoop_core.views import (
-    VIEW_NAMES,
     compute_view_ratios,
     parse_patch_size,
     ratios_to_percent,
     view_ratios,
 )
+from viewcoop_core.vocabulary import VIEW_NAMES
 
 # Written out again on purpose: the test must not trust the module's own mapping.
 LABEL_OF_VIEW = {"front": 1, "back": 2, "top": 3, "side": 4}

@@ -15,8 +15,8 @@ import torch
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
-from viewcoop_core import clustering
-from viewcoop_core.clustering import dbscan, jaccard_distance, pseudo_labels
+from viewcoop_core.clustering import dbscan, jaccard, jaccard_distance, knn, pseudo_labels
+from viewcoop_core.config import ClusterConfig
 
 pytestmark = pytest.mark.gpu
 
@@ -48,8 +48,8 @@ def cpu_distances(features) -> sp.csr_matrix:
 
 def test_cuda_neighbour_ranks_match_cpu_up_to_ties(features):
     x = torch.nn.functional.normalize(features, dim=1)
-    on_cpu = clustering.nearest_neighbour_ranks(x, 31)
-    on_cuda = clustering.nearest_neighbour_ranks(x.to(CUDA), 31).cpu()
+    on_cpu = knn.nearest_neighbour_ranks(x, 31)
+    on_cuda = knn.nearest_neighbour_ranks(x.to(CUDA), 31).cpu()
     assert torch.equal(on_cuda[:, 0], torch.arange(len(x)))
     # Rank lists may swap near-tied neighbours only: their similarities must agree.
     x64 = x.double()
@@ -62,13 +62,11 @@ def test_cuda_neighbour_ranks_match_cpu_up_to_ties(features):
 def test_cuda_jaccard_equals_cpu_from_the_same_ranks(features):
     # Same neighbour lists on both devices, so only floating-point order may differ.
     x = torch.nn.functional.normalize(features, dim=1)
-    ranks = clustering.nearest_neighbour_ranks(x, 31)
+    ranks = knn.nearest_neighbour_ranks(x, 31)
 
     def run(device: torch.device) -> sp.csr_matrix:
-        clock = clustering._StageClock(device, {})
-        return clustering._jaccard_from_ranks(
-            x.to(device), ranks.to(device), 30, 6, 1.0, 1024, clock
-        )
+        clock = jaccard._StageClock(device, {})
+        return jaccard._jaccard_from_ranks(x.to(device), ranks.to(device), 30, 6, 1.0, 1024, clock)
 
     on_cpu, on_cuda = run(torch.device("cpu")), run(CUDA)
     np.testing.assert_array_equal(on_cuda.indptr, on_cpu.indptr)
@@ -93,8 +91,8 @@ def test_torch_dbscan_on_cuda_equals_sklearn_label_for_label(cpu_distances):
 
 
 def test_pseudo_labels_on_cuda_partition_like_cpu(features):
-    on_cpu = pseudo_labels(features, backend="sklearn")
-    on_cuda = pseudo_labels(features.to(CUDA), backend="torch")
+    on_cpu = pseudo_labels(features, ClusterConfig(backend="sklearn"))
+    on_cuda = pseudo_labels(features.to(CUDA), ClusterConfig(backend="torch"))
     assert on_cpu.max() >= 10
     assert adjusted_rand_score(on_cpu, on_cuda) == 1.0
 

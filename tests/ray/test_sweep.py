@@ -9,9 +9,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep import PARENT_RUN_FILE, run_sweep
+from orchestrator.sweep.parent_run import PARENT_RUN_FILE
+from orchestrator.sweep.run import run_sweep
 from viewcoop_core.config import ConfigError
-from viewcoop_core.data.synthetic import make_synthetic
+from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -155,14 +156,7 @@ def test_resume_keeps_the_finished_trial_and_completes_the_failed_one(local_ray,
         run_sweep(config, ["train.iters=3"], name="resumable", resume=True)
 
     syn = yaml.safe_load((REPO / "experiments" / "smoke.yaml").read_text())["data"]["synthetic"]
-    make_synthetic(
-        late_root,
-        num_ids=syn["num_ids"],
-        num_cameras=syn["num_cameras"],
-        seed=syn["seed"],
-        images_per_camera=syn["images_per_camera"],
-        image_size=(syn["image_size"], syn["image_size"]),
-    )
+    make_synthetic(late_root, SyntheticSpec(**syn))
     second = run_sweep(config, name="resumable", resume=True)
     assert second.errors == {}
     assert second.parent_run_id == first.parent_run_id

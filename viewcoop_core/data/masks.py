@@ -17,12 +17,10 @@ import numpy as np
 from PIL import Image
 
 from viewcoop_core.data.types import ReidSample
+from viewcoop_core.vocabulary import MASK_LEGEND, NUM_MASK_LABELS
 
 logger = logging.getLogger(__name__)
 
-VIEW_LABELS: dict[int, str] = {0: "background", 1: "front", 2: "back", 3: "top", 4: "side"}
-NUM_VIEW_CLASSES = len(VIEW_LABELS)
-_LEGEND = ", ".join(f"{value} {name}" for value, name in VIEW_LABELS.items())
 _MAX_LISTED = 5
 
 
@@ -52,7 +50,7 @@ def _missing_masks_message(missing: list[Path], total: int, masks_dir: Path) -> 
         f"missing: {listed}{more}. The ViewCoOp prompt states the front/back/side/top "
         f"proportions of each image, so it needs a view mask per image, expected at "
         f"<masks_dir>/<image stem>.png: a single-channel PNG the size of the image with "
-        f"values {_LEGEND}. The synthetic generator writes these masks itself; for "
+        f"values {MASK_LEGEND}. The synthetic generator writes these masks itself; for "
         f"VeRi-776 and VehicleID none are distributed, they must be produced by a "
         f"view-parsing model and written to that folder."
     )
@@ -90,7 +88,7 @@ def attach_masks(
 
 
 def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a view mask as ``uint8[H, W]`` with values in 0..4 (see ``VIEW_LABELS``).
+    """Read a view mask as ``uint8[H, W]`` with values in 0..4 (see ``vocabulary.MASK_LABELS``).
 
     Palette PNGs are read as their palette indices, which is how label maps are
     usually saved; RGB images are refused rather than guessed at.
@@ -100,15 +98,15 @@ def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
     if mask.ndim != 2:
         raise ValueError(
             f"view mask {path} has shape {mask.shape}; expected a single-channel image "
-            f"(H, W) with values {_LEGEND}"
+            f"(H, W) with values {MASK_LEGEND}"
         )
     if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
         raise ValueError(f"view mask {path} has dtype {mask.dtype}; expected integer labels")
     values = np.unique(mask)
-    invalid = values[(values < 0) | (values >= NUM_VIEW_CLASSES)]
+    invalid = values[(values < 0) | (values >= NUM_MASK_LABELS)]
     if invalid.size:
         raise ValueError(
-            f"view mask {path} contains values {invalid.tolist()} outside 0..{NUM_VIEW_CLASSES - 1}; "
-            f"expected {_LEGEND}"
+            f"view mask {path} contains values {invalid.tolist()} outside 0..{NUM_MASK_LABELS - 1}; "
+            f"expected {MASK_LEGEND}"
         )
     return np.ascontiguousarray(mask, dtype=np.uint8)

@@ -14,7 +14,8 @@ class ViewCoOpModel(nn.Module):
 
     ``train_text`` False freezes the text side (transformer, projection, prompt learner):
     the loss presets without L_t and L_cm (baseline, +cmg) still need text features for
-    clustering, but nothing trains them.
+    clustering, but nothing trains them. Callers pass ``vocabulary.needs_text(terms)``;
+    the routing contract of Eq. 9 is stated in ``viewcoop_core.losses.objective``.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Training checkpoints and RNG state: one ``state.pt`` per checkpoint folder (no Ray here)."""
+"""Training checkpoints and RNG state: one ``state.pt`` per checkpoint folder, and
+``restore_model``, the one way a checkpoint goes back into a model."""
 
 from __future__ import annotations
 
@@ -50,3 +51,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     # Our own files hold numpy RNG state and labels besides tensors, so not weights-only.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def restore_model(model, state: dict[str, Any]) -> None:
+    """Load a checkpoint's weights into a freshly built ``ViewCoOpModel``.
+
+    Per-cluster prompt rows (coop, uncoop) are sized by the clustering they were trained
+    on, so the learner is resized to the checkpoint's labels (``y_img``) first.
+    """
+    labels = state.get("y_img")
+    if labels is not None:
+        model.prompt_learner.on_clusters_changed(int(np.max(labels)) + 1)
+    model.load_state_dict(state["model"])

@@ -1,7 +1,7 @@
 """The paper's qualitative figures (Fig. 4, 5, 6) for training checkpoints.
 
-``make_figures`` rebuilds each checkpoint's model the way ``orchestrator.evaluate``
-does, plus the same architecture at its initial weights (what the run started from:
+``make_figures`` rebuilds each checkpoint's model the way ``viewcoop evaluate`` does
+(``engine.components.build_components`` + ``engine.checkpoint.restore_model``), plus the same architecture at its initial weights (what the run started from:
 the same seed, so the same random init or the same pretrained CLIP), and writes:
 
 * ``fig4_distance_distributions.png``: positive/negative pair distances on the test
@@ -31,16 +31,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from viewcoop_core import figures
 from viewcoop_core.config import ExperimentConfig, apply_overrides
 from viewcoop_core.data.image_dataset import ImageDataset
 from viewcoop_core.data.masks import load_mask
 from viewcoop_core.data.types import ReidDataset, ReidSample
+from viewcoop_core.engine.checkpoint import (
+    read_checkpoint,
+    restore_model,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from viewcoop_core.engine.components import Components, build_components
+from viewcoop_core.engine.extract import PromptInputs, extract_features, image_features, make_loader
+from viewcoop_core.engine.train import epoch_clause_order
+from viewcoop_core.figures.correlation import (
+    denormalise_images,
+    patch_global_correlation,
+    plot_patch_correlation,
+)
+from viewcoop_core.figures.discrepancy import (
+    image_text_discrepancy,
+    median_heuristic_bandwidth,
+    plot_image_text_discrepancy,
+)
+from viewcoop_core.figures.distances import (
+    distance_separation,
+    pair_distance_samples,
+    plot_distance_distributions,
+)
 from viewcoop_core.models.clip import encode_image
-from viewcoop_core.models.viewcoop import ViewCoOpModel
+from viewcoop_core.models.model import ViewCoOpModel
 from viewcoop_core.views import resize_mask
-from workers import epoch as stages
-from workers.checkpoint import read_checkpoint, rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +94,7 @@ class LoadedRun:
     label: str
     cfg: ExperimentConfig
     state: dict[str, Any]
-    comps: stages.Components  # comps.model holds the checkpoint's weights
+    comps: Components  # comps.model holds the checkpoint's weights
     initial: ViewCoOpModel | None  # the same architecture at the run's initial weights
 
 
@@ -190,13 +212,11 @@ def load_run(
     saved_rng = rng_state()
     try:
         seed_everything(cfg.train.seed)
-        comps = stages.build_components(cfg, device, for_training=for_training)
+        comps = build_components(cfg, device, for_training=for_training)
     finally:
         set_rng_state(saved_rng)
     initial = copy.deepcopy(comps.model).eval() if with_initial else None
-    if state.get("y_img") is not None:
-        comps.model.prompt_learner.on_clusters_changed(int(np.max(state["y_img"])) + 1)
-    comps.model.load_state_dict(state["model"])
+    restore_model(comps.model, state)
     comps.model.eval()
     logger.info("loaded %r: epoch %s of %s", label, state.get("epoch"), checkpoint)
     return LoadedRun(label=label, cfg=cfg, state=state, comps=comps, initial=initial)
@@ -237,14 +257,16 @@ def _image_features(
     """float32 [n, D] normalised image features of ``samples`` in order (``run``'s
     test transform, i.e. the model's own input size)."""
     cfg = run.cfg
-    loader = stages.make_loader(
-        samples, run.comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers
+    features = image_features(
+        model,
+        samples,
+        run.comps.test_transform,
+        device,
+        cfg.train.extract_batch_size,
+        cfg.data.num_workers,
+        cfg.train.amp,
     )
-    zeros = torch.zeros(len(samples), 4, dtype=torch.long)
-    _, img, _ = stages.extract_features(
-        model, loader, device, zeros, None, None, amp=cfg.train.amp, with_text=False
-    )
-    return torch.from_numpy(img)
+    return features.cpu()
 
 
 def _evaluation_samples(dataset: ReidDataset) -> list[ReidSample]:
@@ -268,11 +290,9 @@ def distance_figure(
     curves = {}
     for label, (model, owner) in models.items():
         features = _image_features(model, owner, chosen, device)
-        curves[label] = figures.pair_distance_samples(
-            features, ids, max_samples=max_samples, seed=seed
-        )
-    separation = {label: figures.distance_separation(*curve) for label, curve in curves.items()}
-    return separation, figures.plot_distance_distributions(curves, path)
+        curves[label] = pair_distance_samples(features, ids, max_samples=max_samples, seed=seed)
+    separation = {label: distance_separation(*curve) for label, curve in curves.items()}
+    return separation, plot_distance_distributions(curves, path)
 
 
 def _train_pair_features(
@@ -292,15 +312,14 @@ def _train_pair_features(
                 f"the checkpoint's y_img has {len(cluster_ids)} labels but {cfg.data.dataset} at "
                 f"{cfg.data.root} has {len(train)} training images; point data.root at the run's data"
             )
-    order = stages.epoch_clause_order(
+    order = epoch_clause_order(
         len(train), int(state.get("epoch", 1)), cfg.train.seed, cfg.prompt.shuffle_clauses
     )
-    loader = stages.make_loader(
+    loader = make_loader(
         train, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers, indices
     )
-    _, img, txt = stages.extract_features(
-        model, loader, device, comps.view_percent, cluster_ids, order, amp=cfg.train.amp
-    )
+    prompts = PromptInputs(comps.view_percent, cluster_ids, order)
+    _, img, txt = extract_features(model, loader, device, prompts, amp=cfg.train.amp)
     return torch.from_numpy(img), torch.from_numpy(txt)
 
 
@@ -319,9 +338,9 @@ def discrepancy_figure(
         label: _train_pair_features(model, run, indices, device)
         for label, model in settings.items()
     }
-    bandwidth = figures.median_heuristic_bandwidth(torch.cat(pairs[TEXT_TRAINED_LABEL]), seed=seed)
+    bandwidth = median_heuristic_bandwidth(torch.cat(pairs[TEXT_TRAINED_LABEL]), seed=seed)
     results = {
-        label: figures.image_text_discrepancy(
+        label: image_text_discrepancy(
             img, txt, max_samples=max_samples, bandwidth=bandwidth, seed=seed
         )
         for label, (img, txt) in pairs.items()
@@ -331,7 +350,7 @@ def discrepancy_figure(
         | {"bandwidth": bandwidth}
         for label, result in results.items()
     }
-    return scalars, figures.plot_image_text_discrepancy(results, path)
+    return scalars, plot_image_text_discrepancy(results, path)
 
 
 def _input_batch(run: LoadedRun, samples: Sequence[ReidSample]) -> torch.Tensor:
@@ -356,7 +375,7 @@ def correlation_figure(
     pool = with_masks or list(query)
     chosen = [pool[i] for i in _subset(len(pool), num_images, seed)]
     bundle = run.comps.bundle
-    images = figures.denormalise_images(_input_batch(run, chosen), bundle.mean, bundle.std)
+    images = denormalise_images(_input_batch(run, chosen), bundle.mean, bundle.std)
     heatmaps = {
         label: patch_heatmaps(model, _input_batch(owner, chosen), device)
         for label, (model, owner) in models.items()
@@ -365,7 +384,7 @@ def correlation_figure(
     if with_masks:
         size = (bundle.image_size, bundle.image_size)
         masks = np.stack([resize_mask(load_mask(s.mask_path), size) for s in chosen])
-    return figures.plot_patch_correlation(images, heatmaps, masks, path)
+    return plot_patch_correlation(images, heatmaps, masks, path)
 
 
 @torch.no_grad()
@@ -375,7 +394,7 @@ def patch_heatmaps(
     """float32 [B, h, w] patch-to-global cosines of normalised network inputs [B, 3, H, W]."""
     grid = tuple(int(v) for v in model.clip.visual.grid_size)
     global_features, patch_tokens = encode_image(model.clip, images.to(device))
-    return figures.patch_global_correlation(patch_tokens, global_features, grid).cpu()
+    return patch_global_correlation(patch_tokens, global_features, grid).cpu()
 
 
 def _metric_name(label: str) -> str:

@@ -17,13 +17,13 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from viewcoop_core.engine.results import HISTORY_COLUMNS
+
 logger = logging.getLogger(__name__)
 
 RUN_NAME_TAG = "viewcoop.run_name"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LEN = 6000
-RESULT_METRICS = ("mAP", "R1", "R5", "R10")
-HISTORY_COLUMNS = RESULT_METRICS + ("img_clusters", "txt_clusters", "img_ari", "txt_ari")
 
 
 def default_tracking_uri(storage_path: str | os.PathLike) -> str:
@@ -124,23 +124,3 @@ def metric_history(
         for m in client.get_metric_history(run_id, key):
             rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
     return [rows[e] for e in sorted(rows) if "mAP" in rows[e]]
-
-
-def history_markdown(
-    rows: list[dict[str, float]], columns: tuple[str, ...] = HISTORY_COLUMNS
-) -> str:
-    """The results table as markdown; rank metrics and ARI in percent."""
-    header = ("epoch",) + columns
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(format_metric(key, row.get(key)) for key in header) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def format_metric(key: str, value: float | None) -> str:
-    """Rank metrics and ARI in percent with one decimal, counts as plain numbers."""
-    if value is None:
-        return "-"
-    if key in RESULT_METRICS or key.endswith("_ari"):
-        return f"{100 * value:.1f}"
-    return f"{value:g}"

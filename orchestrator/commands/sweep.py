@@ -1,0 +1,73 @@
+"""``viewcoop sweep``: a Ray Tune sweep of whole trainings over a config's grid."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.console import console
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep.grid import parse_grid_options
+    from orchestrator.sweep.report import rich_summary_table
+    from orchestrator.sweep.run import run_sweep
+    from orchestrator.train import tracking_ui_hint
+
+    outcome = run_sweep(
+        args.config,
+        args.overrides,
+        profile=args.profile,
+        grid_axes=parse_grid_options(args.grid or []),
+        name=args.name,
+        resume=args.resume,
+        num_cpus=args.num_cpus,
+        max_concurrent=args.max_concurrent,
+    )
+    title = f"sweep {outcome.name} (mAP / Rank-k in % at the last epoch, * = best mAP)"
+    console.print(rich_summary_table(outcome.rows, outcome.columns, title))
+    console.print(f"sweep folder:      {outcome.sweep_dir}")
+    console.print(
+        f"MLflow parent run: {outcome.parent_run_id} (table and plots under its 'summary' artifacts)"
+    )
+    console.print(f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}")
+    if outcome.incomplete:
+        console.print(
+            f"[red]{len(outcome.incomplete)} point(s) unfinished[/red]: {', '.join(outcome.incomplete)} "
+            "(failed or interrupted); continue with the same command plus --resume (finished points are kept)"
+        )
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="Ray Tune sweep of whole trainings over the file's sweep grid"
+    )
+    sweep.add_argument(
+        "config", help="YAML file with a sweep: section, e.g. experiments/table3_tau.yaml"
+    )
+    sweep.add_argument(
+        "overrides", nargs="*", help="dotted overrides for every trial, e.g. train.epochs=10"
+    )
+    sweep.add_argument("--profile", help="a profile of the YAML file, e.g. smoke")
+    sweep.add_argument(
+        "--name",
+        help="sweep name: its folder under ray.storage_path and MLflow parent run "
+        "(default: the file's stem, plus -PROFILE)",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=LIST",
+        help="an extra or replacing grid axis, e.g. --grid \"graph.tau=['1', '1or2']\" (repeatable)",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep of this name: finished trials kept, failed ones rerun",
+    )
+    sweep.add_argument(
+        "--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)"
+    )
+    sweep.add_argument("--max-concurrent", type=int, help="run at most this many trials at a time")
+    sweep.set_defaults(func=cmd_sweep)

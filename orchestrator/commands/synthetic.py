@@ -1,0 +1,102 @@
+"""``viewcoop make-synthetic`` and ``viewcoop pretrain-tiny``: the synthetic world.
+
+Both take a synthetic set's description as options generated from the fields of
+``SyntheticSpec`` (``--num-ids``, ``--num-cameras``, ...), so the spec is spelled out in
+one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from orchestrator.console import console
+from viewcoop_core.synthetic.spec import PRETRAIN_SPEC, SyntheticSpec
+
+# Shorter spellings kept for the options of earlier versions.
+_ALIASES = {"num_ids": ["--ids"], "num_cameras": ["--cameras"]}
+
+
+def add_spec_options(parser: argparse.ArgumentParser, defaults: SyntheticSpec) -> None:
+    """One ``--<field>`` option per ``SyntheticSpec`` field, defaulting to ``defaults``."""
+    hints = typing.get_type_hints(SyntheticSpec)
+    group = parser.add_argument_group("synthetic set")
+    for spec_field in dataclasses.fields(SyntheticSpec):
+        name = spec_field.name
+        kind = hints[name]
+        convert = float if kind is float else int  # int | None parses as int
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            *_ALIASES.get(name, []),
+            dest=f"spec_{name}",
+            type=convert,
+            default=getattr(defaults, name),
+            help=f"(default: {getattr(defaults, name)})",
+        )
+
+
+def spec_from_args(args: argparse.Namespace) -> SyntheticSpec:
+    values = {f.name: getattr(args, f"spec_{f.name}") for f in dataclasses.fields(SyntheticSpec)}
+    return SyntheticSpec(**values)
+
+
+def cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from viewcoop_core.synthetic import make_synthetic
+
+    console.print(make_synthetic(args.out, spec_from_args(args)))
+    return 0
+
+
+def cmd_pretrain_tiny(args: argparse.Namespace) -> int:
+    import torch
+
+    from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
+    from viewcoop_core.synthetic.probe import log_probe, reid_probe
+    from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    weights = ensure_pretrained_tiny_clip(
+        args.cache_dir,
+        spec_from_args(args),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_seconds=args.max_seconds if args.max_seconds > 0 else None,
+    )
+    console.print(f"weights: {weights}")
+    if args.probe_data is None:
+        return 0
+    settings = [(eps, k1) for eps in (0.5, 0.6) for k1 in (10, 20)]
+    torch.manual_seed(0)
+    for name, pretrained in (("random init", None), ("pretrained", str(weights))):
+        bundle = build_clip(TINY_MODEL_NAME, pretrained=pretrained, image_size=args.spec_image_size)
+        log_probe(name, reid_probe(bundle, args.probe_data, settings))
+    return 0
+
+
+def register(sub) -> None:
+    synth = sub.add_parser("make-synthetic", help="draw the synthetic multi-view vehicle set")
+    synth.add_argument("--out", required=True, help="output folder (VeRi-776 layout + masks/)")
+    add_spec_options(synth, SyntheticSpec())
+    synth.set_defaults(func=cmd_make_synthetic)
+
+    pre = sub.add_parser(
+        "pretrain-tiny",
+        help="pretrain the tiny CLIP contrastively on captioned synthetic vehicles (cached)",
+    )
+    pre.add_argument("--cache-dir", default="data/pretrained", help="where set and weights go")
+    pre.add_argument("--epochs", type=int, default=50)
+    pre.add_argument("--batch-size", type=int, default=128)
+    pre.add_argument("--lr", type=float, default=3e-3)
+    pre.add_argument(
+        "--max-seconds",
+        type=float,
+        default=150.0,
+        help="cap on drawing the set plus training; 0 for none",
+    )
+    pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    pre.add_argument("--probe-data", help="a synthetic re-id set to probe the weights on")
+    add_spec_options(pre, PRETRAIN_SPEC)
+    pre.set_defaults(func=cmd_pretrain_tiny)

@@ -1,0 +1,53 @@
+"""Pseudo-labels: the exact k-reciprocal Jaccard distance, then DBSCAN.
+
+``jaccard.py`` computes the distance sparsely (O(N k) memory), ``dbscan.py`` clusters it
+with one of the DBSCAN backends, and ``pseudo_labels`` strings the two together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from viewcoop_core.clustering.dbscan import BACKENDS, available_backends, dbscan
+from viewcoop_core.clustering.jaccard import jaccard_distance
+from viewcoop_core.clustering.knn import nearest_neighbour_ranks
+from viewcoop_core.config import ClusterConfig
+
+__all__ = [
+    "BACKENDS",
+    "ClusterConfig",
+    "available_backends",
+    "dbscan",
+    "jaccard_distance",
+    "nearest_neighbour_ranks",
+    "pseudo_labels",
+]
+
+
+def _edge_threshold(eps: float) -> float:
+    """The smallest max_distance keeping every pair a DBSCAN at eps can call neighbours.
+
+    Distances are float32 and sklearn compares ``data <= eps`` in float32, so keep
+    d <= float32(eps): d < the next float32 above it.
+    """
+    above = np.nextafter(np.float32(eps), np.float32(np.inf))
+    return min(1.0, float(above))
+
+
+def pseudo_labels(features: Tensor, config: ClusterConfig | None = None) -> np.ndarray:
+    """Cluster features into pseudo-identities: Jaccard distance, then DBSCAN.
+
+    Args:
+        features: (N, D) float tensor; computed on its device.
+        config: eps (DBSCAN radius on the Jaccard distance, in (0, 1)), min_samples,
+            k1, k2 and the DBSCAN backend; ``ClusterConfig()`` when None.
+
+    Returns:
+        (N,) int64 labels, -1 for outliers.
+    """
+    config = config or ClusterConfig()
+    distances = jaccard_distance(
+        features, k1=config.k1, k2=config.k2, max_distance=_edge_threshold(config.eps)
+    )
+    return dbscan(distances, eps=config.eps, min_samples=config.min_samples, backend=config.backend)

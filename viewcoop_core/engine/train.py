@@ -1,0 +1,173 @@
+"""One training epoch: P x K batches under the epoch's pseudo-labels -> Eq. 9 -> backward.
+
+Per batch (``train_step``): image and prompt text features, the batch's rows of the
+mutual graph (Eq. 3-5, from the labels alone), the active loss terms and ONE backward
+of their sum. That single backward routes the gradients as the paper says (image
+encoder <- L_v + L_g + L_cm, text side <- L_t + L_cm) because the prompt's meta-net
+reads detached image features: the contract is stated in
+``viewcoop_core.losses.objective``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from viewcoop_core.config import OptimConfig, TrainConfig
+from viewcoop_core.data.image_dataset import ImageDataset
+from viewcoop_core.data.sampler import PKSampler
+from viewcoop_core.data.types import ReidSample
+from viewcoop_core.engine.extract import PromptInputs, autocast
+from viewcoop_core.graph import batch_dictionary, graph_edges
+from viewcoop_core.losses import ViewCoOpLoss
+from viewcoop_core.models.model import ViewCoOpModel
+from viewcoop_core.models.prompts import clause_orders
+
+PER_CLUSTER_GROUP = 2
+
+
+@dataclass
+class TrainState:
+    """What one optimisation step needs.
+
+    ``model``: what runs the forward (DDP-wrapped or the bare ``ViewCoOpModel``);
+    ``tau``: the accepted Dic values of the graph's edges (Eq. 4).
+    """
+
+    model: nn.Module
+    loss_fn: ViewCoOpLoss
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    tau: Sequence[int]
+    amp: bool = True
+    with_text: bool = True
+
+
+@dataclass
+class EpochLabels:
+    """This epoch's pseudo-labels of all N training samples: int64 [N], -1 = outlier."""
+
+    y_img: Tensor
+    y_txt: Tensor
+
+
+def build_optimizer(model: ViewCoOpModel, optim: OptimConfig) -> torch.optim.Adam:
+    """Adam with three groups: CLIP encoders at ``optim.lr``; prompt learner and its
+    per-cluster parameters (coop/uncoop, re-created every epoch, see
+    ``refresh_per_cluster_group``) at ``optim.prompt_lr``. The third group may be empty."""
+    per_cluster = list(model.prompt_learner.per_cluster_parameters())
+    prompt_ids = {id(p) for p in model.prompt_learner.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    cluster_ids = {id(p) for p in per_cluster}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in prompt_ids], "lr": optim.lr},
+        {
+            "params": [p for p in trainable if id(p) in prompt_ids and id(p) not in cluster_ids],
+            "lr": optim.prompt_lr,
+        },
+        {"params": [p for p in per_cluster if p.requires_grad], "lr": optim.prompt_lr},
+    ]
+    return torch.optim.Adam(groups, weight_decay=optim.weight_decay)
+
+
+def refresh_per_cluster_group(optimizer: torch.optim.Optimizer, model: ViewCoOpModel) -> None:
+    """Point the per-cluster group at the learner's new parameters and drop the old state."""
+    group = optimizer.param_groups[PER_CLUSTER_GROUP]
+    for param in group["params"]:
+        optimizer.state.pop(param, None)
+    group["params"] = [p for p in model.prompt_learner.per_cluster_parameters() if p.requires_grad]
+
+
+def pk_loader(
+    samples: Sequence[ReidSample],
+    labels: np.ndarray,
+    transform,
+    batch_size: int,
+    train: TrainConfig,
+    seed: int,
+    epoch: int,
+    num_workers: int,
+) -> DataLoader:
+    """``train.iters`` P x K batches of the training images under this epoch's labels."""
+    sampler = PKSampler(
+        labels.tolist(),
+        [s.camid for s in samples],
+        batch_size=batch_size,
+        num_instances=train.num_instances,
+        num_iters=train.iters,
+        seed=seed,
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        ImageDataset(list(samples), transform), batch_sampler=sampler, num_workers=num_workers
+    )
+
+
+def epoch_clause_order(num_samples: int, epoch: int, seed: int, shuffle: bool) -> Tensor:
+    """The per-sample order of the four view clauses this epoch (identity order if not shuffled)."""
+    if shuffle:
+        return clause_orders(num_samples, epoch, seed)
+    return torch.arange(4).repeat(num_samples, 1)
+
+
+def train_step(
+    state: TrainState, batch: dict, labels: EpochLabels, prompts: PromptInputs
+) -> dict[str, Tensor]:
+    """One P x K batch: forward, the batch's graph rows, Eq. 9, one backward, one step.
+
+    The graph rows are each sample's positive set among the batch (Eq. 5: its graph
+    neighbours under Eq. 4's tau; every other sample is a negative), which L_g reads.
+
+    The prompt's cluster ids are the batch's image pseudo-labels of this epoch (coop and
+    uncoop hold one context row per image cluster); view percents and clause order come
+    from ``prompts``. Returns the loss terms (detached scalars).
+    """
+    idx = batch["index"]
+    device = state.device
+    images = batch["image"].to(device, non_blocking=True)
+    b_img, b_txt = labels.y_img[idx].to(device), labels.y_txt[idx].to(device)
+    rows = prompts.rows(idx, device)
+    rows["cluster_ids"] = b_img
+    with autocast(device, state.amp):
+        img, txt = state.model(images, **rows, with_text=state.with_text)
+    positive = None
+    if "g" in state.loss_fn.terms:
+        positive = graph_edges(batch_dictionary(b_img, b_txt), state.tau)
+    terms = state.loss_fn(img.float(), None if txt is None else txt.float(), b_img, b_txt, positive)
+    state.optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    state.optimizer.step()
+    return {key: value.detach() for key, value in terms.items()}
+
+
+def train_epoch(
+    state: TrainState,
+    loader: Iterable[dict],
+    labels: EpochLabels,
+    prompts: PromptInputs,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, float]:
+    """Every batch of ``loader`` through ``train_step``; mean loss terms and images/s."""
+    state.model.train()
+    sums: dict[str, float] = defaultdict(float)
+    steps, images_seen = 0, 0
+    start = time.perf_counter()
+    for batch in loader:
+        for key, value in train_step(state, batch, labels, prompts).items():
+            sums[key] += float(value)
+        steps += 1
+        images_seen += len(batch["index"])
+        if progress is not None:
+            progress(1)
+    seconds = time.perf_counter() - start
+    means = {key: value / max(steps, 1) for key, value in sums.items()}
+    means["train_images_per_s"] = images_seen / max(seconds, 1e-9)
+    means["train_s"] = seconds
+    return means

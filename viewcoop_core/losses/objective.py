@@ -1,0 +1,141 @@
+"""The ViewCoOp training objective, Eq. 9, with its gradient routing and ablation presets.
+
+``L = L_v + L_t + L_g + L_cm`` (Eq. 9), where
+
+* ``L_v = L_ce + L_tri``: cluster-memory cross-entropy of the image features against
+  the visual centroids (:class:`~viewcoop_core.losses.memory.ClusterMemory`) plus a batch-hard
+  triplet loss, both on the visual pseudo-labels y^i;
+* ``L_t`` (Eq. 7): :func:`~viewcoop_core.losses.terms.text_cluster_loss`, the same
+  memory cross-entropy for the text features against the text centroids with the
+  text pseudo-labels y^t;
+* ``L_g`` (Eq. 6): :func:`graph_constraint_loss`, on the image features;
+* ``L_cm`` (Eq. 8): :func:`cross_modal_loss`, image against text features.
+
+Gradient routing (the contract every caller relies on; stated here once). The paper updates the image encoder with L_v + L_g + L_cm and the
+text side (prompt learner, meta-net, text encoder) with L_t + L_cm. One backward of
+the sum gives exactly that provided the prompt's meta-net f_theta reads DETACHED image
+features: then L_t reaches the image encoder through no path, L_v and L_g never touch
+text features, and L_cm is the only term whose graph contains both encoders. Nothing
+here detaches anything; the contract is on the prompt learner's input (``MetaNet`` in
+``models/prompts/base.py`` detaches it). Presets without a text term (baseline, +cmg)
+freeze the text side altogether (``ViewCoOpModel(train_text=needs_text(terms))``,
+``vocabulary.needs_text``): their text features are still clustered for the graph.
+
+Cosine-based terms normalise their inputs themselves; :class:`ViewCoOpLoss` also
+normalises once per batch, because the memory cross-entropy and the triplet distance
+are defined on the unit sphere (the same geometry as the cosine ranking at test time).
+
+The presets of the paper's Table 1 (``vocabulary.LOSS_PRESETS``) choose which terms
+are active.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from viewcoop_core.losses.memory import ClusterMemory
+from viewcoop_core.losses.terms import (
+    batch_hard_triplet,
+    cross_modal_loss,
+    graph_constraint_loss,
+    text_cluster_loss,
+)
+from viewcoop_core.vocabulary import needs_text, parse_losses
+
+logger = logging.getLogger(__name__)
+
+
+class ViewCoOpLoss(nn.Module):
+    """Eq. 9 with the active terms only, and the two cluster memories it needs.
+
+    Output keys per term: ``v`` -> ``L_v_ce``, ``L_v_tri``; ``t`` -> ``L_t``;
+    ``g`` -> ``L_g``; ``cm`` -> ``L_cm``; plus ``loss`` = their sum. Terms not enabled
+    are neither computed nor returned.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        terms: str | Iterable[str],
+        temperature: float = 0.05,
+        momentum: float = 0.2,
+        margin: float = 0.3,
+        gather: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    ):
+        super().__init__()
+        self.terms = parse_losses(terms)
+        self.margin = margin
+        self.image_memory = ClusterMemory(num_features, temperature, momentum, gather)
+        self.text_memory = ClusterMemory(num_features, temperature, momentum, gather)
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether the batch's text features are used (L_t or L_cm active)."""
+        return needs_text(self.terms)
+
+    def reset(self, img_centroids: Tensor, txt_centroids: Tensor | None = None) -> None:
+        """Rebuild the memories from this epoch's centroids ([C_i, D] and [C_t, D]).
+
+        ``txt_centroids`` may be None when L_t is off.
+        """
+        self.image_memory.reset(img_centroids)
+        if txt_centroids is not None:
+            self.text_memory.reset(txt_centroids)
+        elif "t" in self.terms:
+            raise ValueError("loss term 't' (L_t) is active: reset() needs txt_centroids")
+
+    def forward(
+        self,
+        image_features: Tensor,
+        text_features: Tensor | None,
+        y_img: Tensor,
+        y_txt: Tensor | None = None,
+        graph_positive: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Eq. 9: the active loss terms and their sum (L_v + L_t + L_g + L_cm).
+
+        Args:
+            image_features: float [B, D] from the image encoder (any norm).
+            text_features: float [B, D] from the text encoder; needed for L_t and L_cm.
+            y_img: long [B] visual pseudo-labels (-1 ignored).
+            y_txt: long [B] text pseudo-labels (-1 ignored); needed for L_t.
+            graph_positive: bool [B, B] mutual-graph edges among the batch; needed for L_g.
+
+        Returns:
+            ``{term_key: scalar, ..., "loss": scalar}``. Updates the memories.
+        """
+        self._check_inputs(text_features, y_txt, graph_positive)
+        image_unit = F.normalize(image_features, dim=1)
+        out: dict[str, Tensor] = {}
+        if "v" in self.terms:
+            out["L_v_ce"] = self.image_memory(image_unit, y_img)
+            out["L_v_tri"] = batch_hard_triplet(image_unit, y_img, self.margin)
+        if "t" in self.terms:
+            out["L_t"] = text_cluster_loss(self.text_memory, text_features, y_txt)
+        if "g" in self.terms:
+            out["L_g"] = graph_constraint_loss(image_unit, graph_positive)
+        if "cm" in self.terms:
+            out["L_cm"] = cross_modal_loss(image_unit, text_features)
+        out["loss"] = torch.stack(list(out.values())).sum()
+        return out
+
+    def _check_inputs(
+        self, text_features: Tensor | None, y_txt: Tensor | None, graph_positive: Tensor | None
+    ) -> None:
+        missing = []
+        if self.needs_text and text_features is None:
+            missing.append("text_features (for 't' / 'cm')")
+        if "t" in self.terms and y_txt is None:
+            missing.append("y_txt (for 't')")
+        if "g" in self.terms and graph_positive is None:
+            missing.append("graph_positive (for 'g')")
+        if missing:
+            raise ValueError(f"loss terms {sorted(self.terms)} need: {', '.join(missing)}")
+
+    def extra_repr(self) -> str:
+        return f"terms={sorted(self.terms)}, margin={self.margin}"
