@@ -24,12 +24,15 @@ from orchestrator.config import flatten, save_resolved
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.engine.components import load_dataset
 from viewcoop_core.engine.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
+from viewcoop_core.outputs import check_output_name, claim_output_dir, owns, write_marker
 from viewcoop_core.synthetic import ensure_synthetic
 from viewcoop_core.synthetic.spec import PRETRAIN_SPEC
 from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
+
+RUN_KIND = "run"
 
 
 @dataclass
@@ -67,6 +70,14 @@ def ensure_weights(cfg: ExperimentConfig) -> ExperimentConfig:
     tree = cfg.to_dict()
     tree["model"].update(pretrained=str(path), synthetic_pretrain=False)
     return ExperimentConfig.from_dict(tree)
+
+
+def claim_run_dir(run_dir: Path) -> Path:
+    """The run's folder: new, or one of ours (marked; a run of an earlier version is
+    recognised by its resolved config.yaml), never a foreign folder."""
+    if (run_dir / "config.yaml").is_file() and not owns(run_dir, RUN_KIND):
+        write_marker(run_dir, RUN_KIND)
+    return claim_output_dir(run_dir, RUN_KIND, purpose="a training run")
 
 
 def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -> None:
@@ -154,8 +165,7 @@ def run_training(
     ensure_dataset(cfg)
     cfg = ensure_weights(absolute_paths(cfg))
     run_name = run_name or default_run_name(cfg)
-    run_dir = Path(cfg.ray.storage_path) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = claim_run_dir(Path(cfg.ray.storage_path) / check_output_name(run_name, "run name"))
     tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.ray.storage_path)
     init_ray(cfg.ray.address, cfg.ray.namespace, num_cpus)
 

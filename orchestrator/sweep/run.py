@@ -28,6 +28,7 @@ from orchestrator.sweep.trainable import SweepPlan, build_tuner, sweep_trial, tr
 from orchestrator.train import absolute_paths, ensure_dataset, ensure_weights, init_ray
 from viewcoop_core.config import ConfigError, ExperimentConfig
 from viewcoop_core.engine.tracking import metric_history, resolve_tracking_uri
+from viewcoop_core.outputs import check_output_name, claim_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def run_sweep(
     axes.update(grid_axes or {})
     grid = expand_grid(axes, points)
     check_fixed_overrides(grid, fixed)
-    name = name or default_sweep_name(config_path, profile)
+    name = check_output_name(name or default_sweep_name(config_path, profile), "sweep name")
     base = absolute_paths(load_config(config_path, fixed, profile=profile))
     storage = Path(base.ray.storage_path)
     sweep_dir = storage / name
@@ -283,5 +284,5 @@ def prepare_sweep_dir(sweep_dir: Path, spec: Mapping[str, Any], resume: bool) ->
             f"sweep {spec['name']!r} already exists at {sweep_dir}; pass --resume to continue it "
             "or --name to start another"
         )
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(sweep_dir, "sweep", purpose=f"sweep {spec['name']!r}")
     spec_path.write_text(json.dumps(spec, indent=1))

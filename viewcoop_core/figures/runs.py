@@ -62,6 +62,7 @@ from viewcoop_core.figures.distances import (
 )
 from viewcoop_core.models.clip import encode_image
 from viewcoop_core.models.model import ViewCoOpModel
+from viewcoop_core.outputs import claim_output_dir
 from viewcoop_core.views import resize_mask
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def make_figures(
     entries = _checkpoint_entries(checkpoint)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, "figures", purpose="figures")
     last_index = len(entries) - 1
     runs = [
         load_run(

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from viewcoop_core.models.clip import TINY_MODEL_NAME
+from viewcoop_core.outputs import claim_output_dir
 from viewcoop_core.synthetic import pretrain
 from viewcoop_core.synthetic.pretrain import DEFAULT_MAX_SECONDS, PRETRAIN_FORMAT_VERSION
 from viewcoop_core.synthetic.spec import PRETRAIN_SPEC, SyntheticSpec
@@ -80,7 +81,7 @@ def ensure_pretrained_tiny_clip(
     generation = spec.to_dict()
     training = _training_parameters(image_size, {**train_kwargs, "max_seconds": max_seconds})
     parameters = {"format": PRETRAIN_FORMAT_VERSION, "data": generation, "training": training}
-    cache = Path(cache_dir).expanduser()
+    cache = claim_output_dir(cache_dir, "pretrained-cache", purpose="pretrained weights")
     weights = cache / f"clip-{TINY_MODEL_NAME}-{_cache_key(parameters)}.pt"
     sidecar = weights.with_suffix(".json")
     if weights.is_file() and sidecar.is_file():

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from viewcoop_core.outputs import claim_output_dir, owns, write_marker
 from viewcoop_core.synthetic.cameras import CameraStyle, camera_styles
 from viewcoop_core.synthetic.common import TAG_FRAME, TAG_IMAGE, TAG_QUERY, rng_for
 from viewcoop_core.synthetic.identities import assign_identities
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT_DIRS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}
 MASK_DIR = "masks"
+OUTPUT_KIND = "synthetic-set"
 META_FILE = "meta.json"
 JPEG_QUALITY = 92
 
@@ -96,6 +98,9 @@ def _choose_queries(
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Claim ``out`` (a new or empty folder, or one the generator made: it carries the
+    marker file) and empty the parts the generator writes. Never touches anything else."""
+    claim_output_dir(out, OUTPUT_KIND, purpose="a synthetic set")
     folders = [out / d for d in SPLIT_DIRS.values()] + [out / MASK_DIR]
     used = [f for f in folders if f.is_dir() and any(f.iterdir())]
     if used and not overwrite:
@@ -103,6 +108,7 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
             f"{out} already holds a dataset ({', '.join(f.name for f in used)} not empty); "
             "choose an empty folder or pass overwrite=True"
         )
+    (out / META_FILE).unlink(missing_ok=True)  # written last again: marks a finished set
     for folder in folders:
         if folder.is_dir():
             shutil.rmtree(folder)
@@ -163,15 +169,20 @@ def ensure_synthetic(out_dir: str | Path, spec: SyntheticSpec) -> bool:
     """Draw ``make_synthetic(out_dir, spec)`` unless a finished set drawn with the same
     spec is already there; returns whether it drew.
 
-    ``make_synthetic`` writes ``meta.json`` last, so a folder without it is an interrupted
-    drawing, and one whose recorded parameters differ (an older config's set) is stale:
-    both are drawn anew in place.
+    The generator marks its folder first (``viewcoop_core.outputs``) and writes
+    ``meta.json`` last, so a marked folder without it is an interrupted drawing and one
+    whose recorded parameters differ (an older config's set) is stale: both are drawn
+    anew in place. A folder the generator did not make is never drawn into: it is
+    refused, naming the folder (``ForeignOutputError``), e.g. a real dataset at
+    ``data.root`` while ``data.dataset`` is still ``synthetic``.
     """
     out = Path(out_dir).expanduser()
     wanted = recorded_parameters(spec)
     meta = out / META_FILE
     if meta.is_file():
-        recorded = json.loads(meta.read_text()).get("parameters", {})
+        record = _read_meta(meta)
+        _adopt_earlier_set(out, record)
+        recorded = record.get("parameters", {})
         stale = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
         if not stale:
             return False
@@ -179,6 +190,22 @@ def ensure_synthetic(out_dir: str | Path, spec: SyntheticSpec) -> bool:
     logger.info("drawing the synthetic set into %s", out)
     make_synthetic(out, spec, overwrite=True)
     return True
+
+
+def _read_meta(meta: Path) -> dict:
+    try:
+        record = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _adopt_earlier_set(out: Path, record: dict) -> None:
+    """Sets drawn before folders carried the marker are recognised by their meta.json
+    (written by this generator, which names itself in it) and marked as ours."""
+    generator = str(record.get("generator", ""))
+    if generator.startswith("viewcoop_core.") and not owns(out, OUTPUT_KIND):
+        write_marker(out, OUTPUT_KIND)
 
 
 def make_synthetic(
