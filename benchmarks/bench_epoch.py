@@ -89,7 +89,11 @@ def main() -> None:
         device,
     )
     step = ClusteringStep(
-        cfg.cluster, cfg.graph, true_ids=np.array([s.pid for s in samples]), device=args.device
+        cfg.cluster,
+        cfg.graph,
+        true_ids=np.array([s.pid for s in samples]),
+        camids=np.array([s.camid for s in samples]),
+        device=args.device,
     )
     result, cluster_s = timed(lambda: step.run(1, img, txt), device)
     figures = {

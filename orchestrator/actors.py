@@ -43,6 +43,7 @@ def start_clustering_actor(
     run_name: str,
     num_samples: int,
     true_ids: np.ndarray | None,
+    camids: np.ndarray,
     namespace: str,
 ):
     """Create (or reuse) the run's named clustering actor.
@@ -62,6 +63,6 @@ def start_clustering_actor(
         max_restarts=2,
         max_task_retries=0,
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-    ).remote(num_samples, cfg.cluster, cfg.graph, true_ids=true_ids)
+    ).remote(num_samples, cfg.cluster, cfg.graph, true_ids=true_ids, camids=camids)
     logger.info("clustering actor %s (%s GPU)", actor_name(run_name), num_gpus)
     return handle

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 
 from orchestrator.commands import inspect, sweep, synthetic, train
@@ -37,9 +38,26 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return args.func(args)
+    except KeyboardInterrupt as exc:
+        run_name = getattr(exc, "run_name", None)
+        if run_name is not None:
+            logger.error(
+                "run %s interrupted; resume it with:\n  %s",
+                run_name,
+                resume_command(argv, run_name),
+            )
+        return 130
     except (ValueError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2
+
+
+def resume_command(argv: list[str] | None, run_name: str) -> str:
+    """The command line that was run, with ``--run-name`` so it resumes that run."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not any(word.startswith("--run-name") for word in words):
+        words += ["--run-name", run_name]
+    return shlex.join(["viewcoop", *words])
 
 
 if __name__ == "__main__":

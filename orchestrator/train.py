@@ -7,7 +7,9 @@ rank 0 continues the MLflow run whose id the checkpoint holds.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,24 +17,47 @@ from typing import Any
 
 import numpy as np
 import ray
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from orchestrator.actors import actor_name, start_clustering_actor
 from orchestrator.config import flatten, save_resolved
+from orchestrator.errors import NonFiniteLossError, RunInterrupted
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.engine.components import load_dataset
-from viewcoop_core.engine.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
+from viewcoop_core.engine.tracking import (
+    RUN_NAME_TAG,
+    RunTracker,
+    metric_history,
+    resolve_tracking_uri,
+)
 from viewcoop_core.outputs import check_output_name, claim_output_dir, owns, write_marker
 from viewcoop_core.synthetic import ensure_synthetic
 from viewcoop_core.synthetic.spec import PRETRAIN_SPEC
 from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
+from workers.reporting import STOPPED_FILE
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
 RUN_KIND = "run"
+
+
+def raise_if_stopped(run_dir: Path) -> None:
+    """The workers stop a run whose losses became non-finite (``workers.reporting``)."""
+    record_path = run_dir / STOPPED_FILE
+    if not record_path.is_file():
+        return
+    record = json.loads(record_path.read_text())
+    last = record.get("last_good_epoch")
+    kept = f"the last good checkpoint is epoch {last}" if last else "no epoch was checkpointed"
+    raise NonFiniteLossError(
+        f"epoch {record['epoch']}: loss term(s) {', '.join(record['terms'])} became NaN or "
+        f"infinite, so the run stopped; {kept} (in {run_dir}). Lower the learning rates "
+        "(optim.lr, optim.prompt_lr) or check the data, then resume with the same run name."
+    )
 
 
 @dataclass
@@ -81,13 +106,14 @@ def claim_run_dir(run_dir: Path) -> Path:
 
 
 def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (a cluster, "auto") or start a local instance."""
+    """Connect to ``address`` (a cluster, "auto") or start a local instance ("local" or
+    None; ``num_cpus`` sizes it)."""
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": True}
     if address:
         kwargs["address"] = address
-    elif num_cpus is not None:
+    if address in (None, "local") and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
 
@@ -103,31 +129,85 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return ExperimentConfig.from_dict(tree)
 
 
-def train_loop_config(
+def open_mlflow_run(
     cfg: ExperimentConfig,
     run_name: str,
     run_dir: Path,
     tracking_uri: str,
     parent_run_id: str | None,
-) -> dict[str, Any]:
+) -> str:
+    """The run's MLflow run, opened here on the driver: the existing run of this name when
+    resuming, else a new one with the flattened config as params and the resolved config
+    as an artifact. Workers only log to it, so a restarted worker group (or a resumed
+    run) continues the very same run."""
     resolved_path = save_resolved(cfg, run_dir / "config.yaml")
+    run_id = find_run_id(tracking_uri, cfg.tracking.experiment, run_name)
+    artifact_root = (
+        str(Path(cfg.ray.storage_path) / "mlartifacts")
+        if "://" not in cfg.ray.storage_path
+        else None
+    )
+    tracker = RunTracker(
+        tracking_uri,
+        cfg.tracking.experiment,
+        run_name,
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+        artifact_root=artifact_root,
+    )
+    if run_id is None:
+        tracker.log_params(flatten(cfg.to_dict()))
+        tracker.log_artifact(resolved_path)
+    return tracker.run_id
+
+
+def train_loop_config(
+    cfg: ExperimentConfig, run_name: str, run_dir: Path, tracking_uri: str, run_id: str
+) -> dict[str, Any]:
     return {
         "experiment": cfg.to_dict(),
         "run_name": run_name,
         "run_dir": str(run_dir),
         "actor_name": actor_name(run_name),
         "namespace": cfg.ray.namespace,
-        "resolved_config_path": str(resolved_path),
-        "flat_params": flatten(cfg.to_dict()),
         "mlflow": {
             "tracking_uri": tracking_uri,
             "experiment": cfg.tracking.experiment,
-            "parent_run_id": parent_run_id,
-            "artifact_root": str(Path(cfg.ray.storage_path) / "mlartifacts")
-            if "://" not in cfg.ray.storage_path
-            else None,
+            "run_id": run_id,
         },
     }
+
+
+def fit_interruptibly(trainer: TorchTrainer):
+    """``trainer.fit()`` in a thread, so Ctrl-C reaches this (main) thread at once instead
+    of Ray Train's own handler, which waits for the workers to wind down."""
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fit, name="viewcoop-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def stop_interrupted_run(run_name: str, tracking_uri: str, run_id: str) -> None:
+    """After Ctrl-C: the MLflow run is marked KILLED and Ray stops the workers now; the
+    checkpoints in storage stay, so the same command with the same run name resumes."""
+    logger.warning("interrupted: stopping run %s (its last checkpoint is kept)", run_name)
+    try:
+        MlflowClient(tracking_uri).set_terminated(
+            run_id, status=RunStatus.to_string(RunStatus.KILLED)
+        )
+    finally:
+        ray.shutdown()
 
 
 def build_trainer(
@@ -171,16 +251,25 @@ def run_training(
 
     dataset = load_dataset(cfg.data)
     true_ids = np.array([s.pid for s in dataset.train], dtype=np.int64)
-    actor = start_clustering_actor(cfg, run_name, len(dataset.train), true_ids, cfg.ray.namespace)
-    loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, parent_run_id)
+    camids = np.array([s.camid for s in dataset.train], dtype=np.int64)
+    run_id = open_mlflow_run(cfg, run_name, run_dir, tracking_uri, parent_run_id)
+    actor = start_clustering_actor(
+        cfg, run_name, len(dataset.train), true_ids, camids, cfg.ray.namespace
+    )
+    loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, run_id)
+    (run_dir / STOPPED_FILE).unlink(missing_ok=True)
     try:
-        result = build_trainer(cfg, loop_config, run_name, callbacks).fit()
+        result = fit_interruptibly(build_trainer(cfg, loop_config, run_name, callbacks))
+    except KeyboardInterrupt:
+        stop_interrupted_run(run_name, tracking_uri, run_id)
+        raise RunInterrupted(run_name, run_dir) from None
     finally:
-        ray.kill(actor)
-    run_id = find_run_id(tracking_uri, cfg.tracking.experiment, run_name)
-    history = metric_history(tracking_uri, run_id) if run_id else []
+        if ray.is_initialized():
+            ray.kill(actor)
+    history = metric_history(tracking_uri, run_id)
     if result.error is not None:
         raise result.error
+    raise_if_stopped(run_dir)
     return TrainingOutcome(
         run_name=run_name,
         run_dir=run_dir,

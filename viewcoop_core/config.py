@@ -21,12 +21,17 @@ import yaml
 
 from viewcoop_core.synthetic.spec import SyntheticSpec
 from viewcoop_core.vocabulary import (
+    CAMERA_NORMS,
+    CM_FORMS,
+    CM_POSITIVES,
     DATASET_NAMES,
     DBSCAN_BACKEND_CHOICES,
     DICTIONARY_BACKEND_CHOICES,
+    JACCARD_NEIGHBOURHOODS,
     LOSS_TERMS,
     PATCH_SIZES,
     PROMPT_VARIANTS,
+    TEXT_TARGETS,
     parse_losses,
     parse_tau,
 )
@@ -90,9 +95,16 @@ class ModelConfig:
 
 @dataclass
 class PromptConfig:
+    """``shuffle_clauses``: the view clauses in a new random order per sample each epoch
+    while training (the paper's augmentation of the text); ``shuffle_at_extraction``:
+    also for the features that are clustered. ``meta_net_reduction``: the meta-net's
+    bottleneck, width // reduction (CoCoOp: 16)."""
+
     variant: str = "viewcoop"
     num_ctx: int = 4
     shuffle_clauses: bool = True
+    shuffle_at_extraction: bool = False
+    meta_net_reduction: int = 16
 
     def __post_init__(self) -> None:
         _require(
@@ -102,6 +114,12 @@ class PromptConfig:
             f"one of {PROMPT_VARIANTS}",
         )
         _require(self.num_ctx >= 1, "prompt.num_ctx", self.num_ctx, "an int >= 1")
+        _require(
+            self.meta_net_reduction >= 1,
+            "prompt.meta_net_reduction",
+            self.meta_net_reduction,
+            "an int >= 1",
+        )
 
 
 @dataclass
@@ -128,11 +146,18 @@ class ViewsConfig:
 
 @dataclass
 class ClusterConfig:
+    """DBSCAN on the k-reciprocal Jaccard distance. ``camera_norm``: per-camera feature
+    normalisation before clustering (``none``, ``mean``, ``standardize``);
+    ``neighbourhood``: ``k1+1`` nearest incl. the point itself (the re-ranking paper's
+    code) or ``k1`` (Cluster Contrast's faiss path)."""
+
     eps: float = 0.6
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
     backend: str = "auto"
+    camera_norm: str = "none"
+    neighbourhood: str = "k1+1"
 
     def __post_init__(self) -> None:
         if not 0 < self.eps < 1:
@@ -150,6 +175,18 @@ class ClusterConfig:
             "cluster.backend",
             self.backend,
             f"one of {DBSCAN_BACKEND_CHOICES}",
+        )
+        _require(
+            self.camera_norm in CAMERA_NORMS,
+            "cluster.camera_norm",
+            self.camera_norm,
+            f"one of {CAMERA_NORMS}",
+        )
+        _require(
+            self.neighbourhood in JACCARD_NEIGHBOURHOODS,
+            "cluster.neighbourhood",
+            self.neighbourhood,
+            f"one of {JACCARD_NEIGHBOURHOODS}",
         )
 
 
@@ -180,15 +217,44 @@ def resolve_tau(value: Any) -> tuple[int, ...]:
 
 @dataclass
 class LossConfig:
-    """``terms``: a preset (baseline, +viewcoop, +cmg, full) or a list of {v, t, g, cm}."""
+    """``terms``: a preset (baseline, +viewcoop, +cmg, full) or a list of {v, t, g, cm}.
+
+    ``cm_form``: L_cm as Eq. 8 prints it (``eq8``: linear in the cosines, / B^2) or as
+    CLIP's loss (``clip``: symmetric InfoNCE at ``cm_temperature``; ``cm_positives``
+    ``image_cluster`` also counts the prompts of the image's pseudo-identity mates as
+    positives). ``text_targets``: the labels and centroids L_t trains the text features
+    toward: the text clusters (``text_clusters``, Eq. 7) or the image clusters
+    (``image_clusters``, as CLIP-ReID's text prototypes of image identities).
+    """
 
     terms: list[str] | str = "full"
     temperature: float = 0.05
     momentum: float = 0.2
     margin: float = 0.3
+    cm_form: str = "eq8"
+    cm_temperature: float = 0.05
+    cm_positives: str = "pair"
+    text_targets: str = "text_clusters"
 
     def __post_init__(self) -> None:
         self.terms = list(resolve_loss_terms(self.terms))
+        _require(self.temperature > 0, "loss.temperature", self.temperature, "a float > 0")
+        _require(0 <= self.momentum <= 1, "loss.momentum", self.momentum, "a float in [0, 1]")
+        _require(self.margin >= 0, "loss.margin", self.margin, "a float >= 0")
+        _require(self.cm_form in CM_FORMS, "loss.cm_form", self.cm_form, f"one of {CM_FORMS}")
+        _require(self.cm_temperature > 0, "loss.cm_temperature", self.cm_temperature, "> 0")
+        _require(
+            self.cm_positives in CM_POSITIVES,
+            "loss.cm_positives",
+            self.cm_positives,
+            f"one of {CM_POSITIVES}",
+        )
+        _require(
+            self.text_targets in TEXT_TARGETS,
+            "loss.text_targets",
+            self.text_targets,
+            f"one of {TEXT_TARGETS}",
+        )
 
 
 def resolve_loss_terms(value: Any) -> tuple[str, ...]:
@@ -223,10 +289,15 @@ class TrainConfig:
     extract_batch_size: int = 256
     amp: bool = True
     seed: int = 0
+    # Probability of the padded random crop (the paper: 0.5, like the flip and the erasing).
+    crop_p: float = 0.5
     figures: bool = True
     figure_samples: int = 5000
     save_labels: bool = False
     progress: bool = True
+    # Per epoch: k-NN identity precision of image and text features, text variance shares,
+    # per-term gradient norms (rank 0; a few seconds at demo size).
+    diagnostics: bool = True
 
     def __post_init__(self) -> None:
         _require(
@@ -242,6 +313,7 @@ class TrainConfig:
             ">= 1",
         )
         _require(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
+        _require(0 <= self.crop_p <= 1, "train.crop_p", self.crop_p, "a probability in [0, 1]")
 
 
 @dataclass

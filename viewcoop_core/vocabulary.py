@@ -172,6 +172,13 @@ def parse_losses(value: str | Iterable[str]) -> frozenset[str]:
     return frozenset(terms)
 
 
+CM_FORMS: tuple[str, ...] = ("eq8", "clip")
+"""L_cm as Eq. 8 prints it, or as CLIP's symmetric InfoNCE."""
+CM_POSITIVES: tuple[str, ...] = ("pair", "image_cluster")
+TEXT_TARGETS: tuple[str, ...] = ("text_clusters", "image_clusters")
+"""What L_t trains text features toward: text clusters (Eq. 7) or image clusters."""
+
+
 def needs_text(terms: Iterable[str]) -> bool:
     """Whether loss ``terms`` train the text side (L_t or L_cm active)."""
     return bool(TEXT_TERMS & set(terms))
@@ -184,5 +191,10 @@ DBSCAN_BACKENDS: tuple[str, ...] = ("sklearn", "torch", "cuml")
 DICTIONARY_BACKENDS: tuple[str, ...] = ("numpy", "torch", "cupy")
 """Concrete mutual-dictionary (Eq. 3) implementations; ``"auto"`` is accepted too."""
 AUTO = "auto"
+CAMERA_NORMS: tuple[str, ...] = ("none", "mean", "standardize")
+"""Per-camera feature normalisation before clustering (``clustering/camera.py``)."""
+JACCARD_NEIGHBOURHOODS: tuple[str, ...] = ("k1+1", "k1")
+"""k1 + 1 nearest incl. the point itself (the re-ranking paper's code), or k1 (Cluster
+Contrast's faiss path)."""
 DBSCAN_BACKEND_CHOICES: tuple[str, ...] = (AUTO, *DBSCAN_BACKENDS)
 DICTIONARY_BACKEND_CHOICES: tuple[str, ...] = (AUTO, *DICTIONARY_BACKENDS)

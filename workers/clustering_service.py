@@ -16,8 +16,14 @@ import numpy as np
 
 from viewcoop_core.config import ClusterConfig, GraphConfig
 from viewcoop_core.engine.clustering_step import ClusteringStep, ClusterResult
+from workers import faults
 
 logger = logging.getLogger(__name__)
+
+
+class MissingShardsError(RuntimeError):
+    """Not every worker's shard of an epoch is here (e.g. the actor restarted in between):
+    the workers send their shards again."""
 
 
 class ClusteringService:
@@ -27,6 +33,7 @@ class ClusteringService:
         num_samples: N, the size of the training set.
         cluster, graph: the experiment config's sections.
         true_ids: int[N] ground-truth identities when known (synthetic), for label quality.
+        camids: int[N] camera of each training image (camera-aware normalisation).
         device: where Jaccard runs; "auto" = CUDA when visible to this process.
     """
 
@@ -36,10 +43,11 @@ class ClusteringService:
         cluster: ClusterConfig,
         graph: GraphConfig,
         true_ids: np.ndarray | None = None,
+        camids: np.ndarray | None = None,
         device: str = "auto",
     ) -> None:
         self.num_samples = num_samples
-        self.step = ClusteringStep(cluster, graph, true_ids=true_ids, device=device)
+        self.step = ClusteringStep(cluster, graph, true_ids=true_ids, camids=camids, device=device)
         self._shards: dict[int, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         logger.info("clustering service on %s for N=%d", self.step.device, num_samples)
 
@@ -65,7 +73,7 @@ class ClusteringService:
         """Shards of ``epoch`` in dataset order: float32[N, D] image and text features."""
         shards = self._shards.get(epoch, {})
         if len(shards) != world_size:
-            raise RuntimeError(
+            raise MissingShardsError(
                 f"epoch {epoch}: {len(shards)} of {world_size} feature shards arrived"
             )
         indices = np.concatenate([s[0] for s in shards.values()])
@@ -78,7 +86,8 @@ class ClusteringService:
         txt = np.concatenate([s[2] for s in shards.values()])[order]
         return img, txt
 
-    def cluster(self, epoch: int, world_size: int) -> ClusterResult:
+    def cluster(self, epoch: int, world_size: int, text_identity: bool = True) -> ClusterResult:
+        faults.actor_exit(epoch)
         img, txt = self.assemble(epoch, world_size)
         del self._shards[epoch]
-        return self.step.run(epoch, img, txt)
+        return self.step.run(epoch, img, txt, text_identity)

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from viewcoop_core.config import LossConfig
 from viewcoop_core.losses import (
     ViewCoOpLoss,
     batch_hard_triplet,
+    cross_modal_infonce,
     cross_modal_loss,
     graph_constraint_loss,
 )
@@ -245,7 +247,7 @@ def _batch(seed: int = 20):
 
 
 def _loss_module(terms, img, txt, y_img, y_txt) -> ViewCoOpLoss:
-    module = ViewCoOpLoss(D, terms).double()
+    module = ViewCoOpLoss(D, LossConfig(terms=terms)).double()
     img_c, _ = cluster_centroids(F.normalize(img.detach(), dim=1), y_img)
     txt_c, _ = cluster_centroids(F.normalize(txt.detach(), dim=1), y_txt)
     module.reset(img_c, txt_c)
@@ -300,7 +302,7 @@ def test_degenerate_inputs_give_finite_losses_and_zero_gradients(batch, caplog):
     outliers = torch.full((batch,), -1)
     no_edges = torch.zeros(batch, batch, dtype=torch.bool)
 
-    empty = ViewCoOpLoss(D, "full")  # never reset: both memories empty
+    empty = ViewCoOpLoss(D, LossConfig(terms="full"))  # never reset: both memories empty
     out = empty(img, txt, outliers, outliers, no_edges)
     assert all(torch.isfinite(v) for v in out.values())
     assert "cluster memory: zero loss" in caplog.text
@@ -308,7 +310,7 @@ def test_degenerate_inputs_give_finite_losses_and_zero_gradients(batch, caplog):
     assert img.grad is not None and torch.all(img.grad == 0)
 
     img.grad = None
-    filled = ViewCoOpLoss(D, ["v", "t"])
+    filled = ViewCoOpLoss(D, LossConfig(terms=["v", "t"]))
     filled.reset(torch.randn(3, D, generator=_gen(32)), torch.randn(3, D, generator=_gen(33)))
     memory_before = filled.image_memory.memory.clone()
     out = filled(img, txt, outliers, outliers)  # memories filled, all labels -1
@@ -405,3 +407,73 @@ def test_gather_runs_even_when_the_batch_has_no_valid_label():
     empty = ClusterMemory(4, gather=gather)
     empty(F.normalize(torch.randn(2, 4), dim=1), torch.tensor([-1, -1]))
     assert calls == [5, 2]
+
+
+# ------------------------------------------------------------------ L_cm, CLIP form
+
+
+def naive_infonce(image, text, temperature, positive):
+    """Per-row loops: log-softmax over a row, averaged over that row's positives."""
+    image = F.normalize(image, dim=1)
+    text = F.normalize(text, dim=1)
+    batch = image.shape[0]
+    logits = [[float(image[j] @ text[k]) / temperature for k in range(batch)] for j in range(batch)]
+
+    def direction(rows, pos):
+        total = 0.0
+        for j in range(batch):
+            denominator = math.log(sum(math.exp(v) for v in rows[j]))
+            hits = [k for k in range(batch) if pos(j, k)]
+            total += -sum(rows[j][k] - denominator for k in hits) / len(hits)
+        return total / batch
+
+    columns = [[logits[j][k] for j in range(batch)] for k in range(batch)]
+    return (
+        direction(logits, lambda j, k: positive[j][k])
+        + direction(columns, lambda j, k: positive[k][j])
+    ) / 2
+
+
+@pytest.mark.parametrize("with_clusters", [False, True])
+def test_cross_modal_infonce_matches_a_naive_loop(with_clusters):
+    generator = torch.Generator().manual_seed(3)
+    image, text = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
+    labels = torch.tensor([0, 0, 1, 1, 2, -1])
+    positive = None
+    table = [[j == k for k in range(6)] for j in range(6)]
+    if with_clusters:
+        positive = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+        table = [[j == k or bool(positive[j, k]) for k in range(6)] for j in range(6)]
+    got = cross_modal_infonce(image, text, 0.07, positive)
+    assert float(got) == pytest.approx(naive_infonce(image, text, 0.07, table), rel=1e-5)
+
+
+def test_cross_modal_infonce_with_distinct_pairs_is_clips_loss():
+    generator = torch.Generator().manual_seed(4)
+    image, text = torch.randn(5, 8, generator=generator), torch.randn(5, 8, generator=generator)
+    logits = F.normalize(image, dim=1) @ F.normalize(text, dim=1).t() / 0.1
+    clip = (
+        F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.t(), torch.arange(5))
+    ) / 2
+    assert float(cross_modal_infonce(image, text, 0.1)) == pytest.approx(float(clip), rel=1e-6)
+
+
+def test_loss_options_choose_the_cm_form_and_the_text_targets():
+    generator = torch.Generator().manual_seed(5)
+    image, text = torch.randn(8, D, generator=generator), torch.randn(8, D, generator=generator)
+    y_img = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    y_txt = torch.tensor([1, 1, 1, 0, 0, 0, -1, -1])
+    config = LossConfig(
+        terms=["t", "cm"], cm_form="clip", cm_temperature=0.1, text_targets="image_clusters"
+    )
+    module = ViewCoOpLoss(D, config)
+    by_image = torch.randn(4, D, generator=generator)
+    module.reset(torch.randn(4, D, generator=generator), by_image)
+    out = module(image, text, y_img, y_txt)
+    expected_t = F.cross_entropy(
+        F.normalize(text, dim=1) @ F.normalize(by_image, dim=1).t() / 0.05, y_img
+    )
+    assert float(out["L_t"]) == pytest.approx(float(expected_t), rel=1e-5)
+    assert float(out["L_cm"]) == pytest.approx(
+        float(cross_modal_infonce(image, text, 0.1)), rel=1e-6
+    )

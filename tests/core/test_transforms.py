@@ -59,7 +59,7 @@ def test_train_transform_without_augmentation_equals_test_transform(image):
 
 def test_pad_and_crop_is_a_window_of_the_zero_padded_image(image):
     pad = 4
-    train = build_train_transform(SIZE, MEAN, STD, pad=pad, flip_p=0.0, erase_p=0.0)
+    train = build_train_transform(SIZE, MEAN, STD, pad=pad, flip_p=0.0, erase_p=0.0, crop_p=1.0)
     reference = build_test_transform(SIZE, MEAN, STD)(image)
     # Zero-valued padding pixels normalise to -mean / std.
     padded = (
@@ -81,6 +81,16 @@ def test_pad_and_crop_is_a_window_of_the_zero_padded_image(image):
         assert len(matches) == 1
         offsets.add(matches[0])
     assert len(offsets) > 1  # the crop position is random
+
+
+def test_the_crop_applies_with_its_probability(image):
+    reference = build_test_transform(SIZE, MEAN, STD)(image)
+    never = build_train_transform(SIZE, MEAN, STD, pad=4, flip_p=0.0, erase_p=0.0, crop_p=0.0)
+    torch.manual_seed(0)
+    assert all(torch.equal(never(image), reference) for _ in range(10))
+    half = build_train_transform(SIZE, MEAN, STD, pad=4, flip_p=0.0, erase_p=0.0, crop_p=0.5)
+    unchanged = sum(torch.equal(half(image), reference) for _ in range(200))
+    assert 60 < unchanged < 140  # about half (a crop at offset (4, 4) also looks unchanged)
 
 
 def test_random_erasing_fills_one_rectangle_with_zero(image):

@@ -29,12 +29,14 @@ def build_train_transform(
     pad: int = 10,
     flip_p: float = 0.5,
     erase_p: float = 0.5,
+    crop_p: float = 0.5,
 ) -> v2.Compose:
-    """Augmentation of the paper: random crop (after padding), flip, random erasing.
+    """Augmentation of the paper: random crop (after padding), flip, random erasing, each
+    with probability 0.5 ("each with a 0.5 probability").
 
-    Resize(image_size, bicubic) -> RandomHorizontalFlip(flip_p) -> Pad(pad, zeros) ->
-    RandomCrop(image_size) -> float tensor -> Normalize(mean, std) ->
-    RandomErasing(erase_p, value=0).
+    Resize(image_size, bicubic) -> RandomHorizontalFlip(flip_p) -> with probability
+    crop_p: Pad(pad, zeros) + RandomCrop(image_size) -> float tensor ->
+    Normalize(mean, std) -> RandomErasing(erase_p, value=0).
 
     The erased rectangle is filled with 0 after normalisation, i.e. with the
     normalisation mean colour: a neutral occluder that does not add the high-contrast
@@ -46,7 +48,8 @@ def build_train_transform(
         mean, std: per-channel normalisation, 3 values each.
         pad: pixels of zero padding on every side before the random crop; 0 disables
             the crop's translation.
-        flip_p, erase_p: probabilities of the horizontal flip and the erasing.
+        flip_p, erase_p, crop_p: probabilities of the horizontal flip, the erasing and
+            the padded random crop.
 
     Returns:
         A callable mapping an RGB PIL image to a [3, height, width] float32 tensor.
@@ -57,8 +60,7 @@ def build_train_transform(
         [
             v2.Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
             v2.RandomHorizontalFlip(p=flip_p),
-            v2.Pad(pad, fill=0),
-            v2.RandomCrop(size),
+            v2.RandomApply([v2.Pad(pad, fill=0), v2.RandomCrop(size)], p=crop_p),
             *_to_normalised_tensor(mean, std),
             v2.RandomErasing(p=erase_p, value=0.0),
         ]

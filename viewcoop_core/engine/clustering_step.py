@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from viewcoop_core.clustering import pseudo_labels
+from viewcoop_core.clustering.camera import camera_normalized
 from viewcoop_core.config import ClusterConfig, GraphConfig
 from viewcoop_core.graph import TAU_PRESETS, graph_statistics, mutual_dictionary
 from viewcoop_core.label_quality import label_quality
@@ -40,6 +41,7 @@ class ClusterResult:
     y_txt: np.ndarray
     img_centroids: np.ndarray
     txt_centroids: np.ndarray
+    txt_centroids_by_img: np.ndarray | None = None
     stats: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -59,6 +61,7 @@ class ClusteringStep:
         cluster: the DBSCAN / Jaccard settings (``ClusterConfig``).
         graph: the mutual dictionary's backend (``GraphConfig.dic_backend``).
         true_ids: int[N] ground-truth identities when known (synthetic), for label quality.
+        camids: int[N] camera of each sample, for ``cluster.camera_norm``.
         device: where Jaccard runs; "auto" = CUDA when visible to this process.
         taus: the accepted-Dic sets whose edge statistics are reported.
         dense_dictionary_max_n: on the CPU, build the dense N x N Dic (int8, N^2 bytes) only
@@ -70,6 +73,7 @@ class ClusteringStep:
         cluster: ClusterConfig,
         graph: GraphConfig,
         true_ids: np.ndarray | None = None,
+        camids: np.ndarray | None = None,
         device: str = "auto",
         taus: tuple[tuple[int, ...], ...] = tuple(tuple(sorted(t)) for t in TAU_PRESETS.values()),
         dense_dictionary_max_n: int = 20_000,
@@ -79,24 +83,45 @@ class ClusteringStep:
         self.taus = tuple(tuple(t) for t in taus)
         self.dense_dictionary_max_n = dense_dictionary_max_n
         self.true_ids = None if true_ids is None else np.asarray(true_ids, dtype=np.int64)
+        self.camids = None if camids is None else np.asarray(camids, dtype=np.int64)
+        if cluster.camera_norm != "none" and self.camids is None:
+            raise ValueError(
+                f"cluster.camera_norm={cluster.camera_norm!r} needs the camera of every sample"
+            )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
 
-    def run(self, epoch: int, img: np.ndarray, txt: np.ndarray) -> ClusterResult:
-        """Pseudo-labels, centroids and statistics for float32[N, D] image/text features."""
+    def run(
+        self, epoch: int, img: np.ndarray, txt: np.ndarray, text_identity: bool = True
+    ) -> ClusterResult:
+        """Pseudo-labels, centroids and statistics for float32[N, D] image/text features.
+
+        ``text_identity`` False: the text features carry no identity yet (prompts with a
+        context per pseudo-identity before the first clustering), so the text
+        pseudo-labels are all -1 (no text clusters) rather than one cluster of everything.
+        """
         timings: dict[str, float] = {}
         labels = {}
         centroids = {}
         for modality, feats in (("img", img), ("txt", txt)):
             start = time.perf_counter()
-            tensor = torch.as_tensor(feats, device=self.device)
-            labels[modality] = pseudo_labels(tensor, self.cluster).astype(np.int32)
+            if modality == "txt" and not text_identity:
+                labels[modality] = np.full(len(feats), -1, dtype=np.int32)
+                logger.info("epoch %d: no text pseudo-labels before the first clustering", epoch)
+            else:
+                tensor = torch.as_tensor(feats, device=self.device)
+                if self.cluster.camera_norm != "none":
+                    tensor = camera_normalized(tensor, self.camids, self.cluster.camera_norm)
+                labels[modality] = pseudo_labels(tensor, self.cluster).astype(np.int32)
             timings[f"cluster_{modality}_s"] = time.perf_counter() - start
             cents, _ = cluster_centroids(
                 torch.as_tensor(feats), torch.as_tensor(labels[modality], dtype=torch.long)
             )
             centroids[modality] = cents.numpy().astype(np.float32)
+        by_img, _ = cluster_centroids(
+            torch.as_tensor(txt), torch.as_tensor(labels["img"], dtype=torch.long)
+        )
         stats = self.statistics(labels["img"], labels["txt"], timings)
         result = ClusterResult(
             epoch=epoch,
@@ -104,6 +129,7 @@ class ClusteringStep:
             y_txt=labels["txt"],
             img_centroids=centroids["img"],
             txt_centroids=centroids["txt"],
+            txt_centroids_by_img=by_img.numpy().astype(np.float32),
             stats=stats,
             timings=timings,
         )

@@ -76,7 +76,11 @@ def build_components(
     dataset = load_dataset(cfg.data)
     bundle = build_clip(cfg.model.name, cfg.model.pretrained, cfg.model.image_size, device=device)
     learner = build_prompt_learner(
-        cfg.prompt.variant, bundle.model, bundle.tokenizer, num_ctx=cfg.prompt.num_ctx
+        cfg.prompt.variant,
+        bundle.model,
+        bundle.tokenizer,
+        num_ctx=cfg.prompt.num_ctx,
+        meta_net_reduction=cfg.prompt.meta_net_reduction,
     )
     model = ViewCoOpModel(bundle.model, learner, train_text=needs_text(cfg.loss.terms)).to(device)
     size = (bundle.image_size, bundle.image_size)
@@ -91,7 +95,9 @@ def build_components(
         bundle=bundle,
         model=model,
         view_percent=view_percent,
-        train_transform=build_train_transform(size, bundle.mean, bundle.std),
+        train_transform=build_train_transform(
+            size, bundle.mean, bundle.std, crop_p=cfg.train.crop_p
+        ),
         test_transform=build_test_transform(size, bundle.mean, bundle.std),
     )
 
@@ -102,11 +108,4 @@ def build_loss(
     gather: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> ViewCoOpLoss:
     """Eq. 9 with the config's terms; ``gather`` shares memory updates across DDP ranks."""
-    return ViewCoOpLoss(
-        num_features,
-        terms=cfg.loss.terms,
-        temperature=cfg.loss.temperature,
-        momentum=cfg.loss.momentum,
-        margin=cfg.loss.margin,
-        gather=gather,
-    )
+    return ViewCoOpLoss(num_features, cfg.loss, gather=gather)

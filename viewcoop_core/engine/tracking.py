@@ -99,6 +99,10 @@ class RunTracker:
         for start in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[start : start + 500])
 
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which metric ``key`` has been logged in this run."""
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 

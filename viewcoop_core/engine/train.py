@@ -10,6 +10,7 @@ reads detached image features: the contract is stated in
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from viewcoop_core.config import OptimConfig, TrainConfig
+from viewcoop_core.config import OptimConfig, PromptConfig, TrainConfig
 from viewcoop_core.data.image_dataset import ImageDataset
 from viewcoop_core.data.sampler import PKSampler
 from viewcoop_core.data.types import ReidSample
@@ -77,6 +78,31 @@ def build_optimizer(model: ViewCoOpModel, optim: OptimConfig) -> torch.optim.Ada
     return torch.optim.Adam(groups, weight_decay=optim.weight_decay)
 
 
+def epoch_learning_rates(optim: OptimConfig, epoch: int) -> tuple[float, float]:
+    """(encoder lr, prompt lr) of 1-based ``epoch``: divided by ``gamma`` every
+    ``step_size`` epochs (the paper: by 10 every 20)."""
+    factor = optim.gamma ** ((epoch - 1) // optim.step_size)
+    return optim.lr * factor, optim.prompt_lr * factor
+
+
+def apply_learning_rates(optimizer: torch.optim.Optimizer, optim: OptimConfig, epoch: int) -> None:
+    """Set the groups of ``build_optimizer`` to ``epoch``'s rates. A pure function of the
+    epoch: nothing to checkpoint, and a skipped epoch (no optimiser step) changes nothing."""
+    encoder, prompt = epoch_learning_rates(optim, epoch)
+    for index, group in enumerate(optimizer.param_groups):
+        group["lr"] = encoder if index == 0 else prompt
+
+
+def nonfinite_terms(means: dict[str, float]) -> list[str]:
+    """The loss terms (keys starting with ``L_`` and ``loss``) whose epoch mean is NaN or
+    infinite: one non-finite step makes the mean non-finite."""
+    return [
+        key
+        for key, value in means.items()
+        if (key.startswith("L_") or key == "loss") and not math.isfinite(value)
+    ]
+
+
 def refresh_per_cluster_group(optimizer: torch.optim.Optimizer, model: ViewCoOpModel) -> None:
     """Point the per-cluster group at the learner's new parameters and drop the old state."""
     group = optimizer.param_groups[PER_CLUSTER_GROUP]
@@ -115,6 +141,16 @@ def epoch_clause_order(num_samples: int, epoch: int, seed: int, shuffle: bool) -
     if shuffle:
         return clause_orders(num_samples, epoch, seed)
     return torch.arange(4).repeat(num_samples, 1)
+
+
+def extraction_clause_order(
+    prompt: PromptConfig, num_samples: int, epoch: int, seed: int
+) -> Tensor:
+    """The clause order of the features that are clustered: shuffled as in training only
+    with ``prompt.shuffle_at_extraction`` (the paper shuffles as an augmentation of the
+    training text), else front, back, side, top."""
+    shuffle = prompt.shuffle_clauses and prompt.shuffle_at_extraction
+    return epoch_clause_order(num_samples, epoch, seed, shuffle)
 
 
 def train_step(

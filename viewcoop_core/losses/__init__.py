@@ -4,6 +4,7 @@ from viewcoop_core.losses.memory import ClusterMemory, cluster_centroids, moment
 from viewcoop_core.losses.objective import ViewCoOpLoss
 from viewcoop_core.losses.terms import (
     batch_hard_triplet,
+    cross_modal_infonce,
     cross_modal_loss,
     graph_constraint_loss,
     text_cluster_loss,
@@ -14,6 +15,7 @@ __all__ = [
     "ViewCoOpLoss",
     "batch_hard_triplet",
     "cluster_centroids",
+    "cross_modal_infonce",
     "cross_modal_loss",
     "graph_constraint_loss",
     "momentum_update",

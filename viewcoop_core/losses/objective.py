@@ -32,15 +32,17 @@ are active.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from viewcoop_core.config import LossConfig
 from viewcoop_core.losses.memory import ClusterMemory
 from viewcoop_core.losses.terms import (
     batch_hard_triplet,
+    cross_modal_infonce,
     cross_modal_loss,
     graph_constraint_loss,
     text_cluster_loss,
@@ -61,15 +63,14 @@ class ViewCoOpLoss(nn.Module):
     def __init__(
         self,
         num_features: int,
-        terms: str | Iterable[str],
-        temperature: float = 0.05,
-        momentum: float = 0.2,
-        margin: float = 0.3,
+        config: LossConfig | None = None,
         gather: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
     ):
         super().__init__()
-        self.terms = parse_losses(terms)
-        self.margin = margin
+        self.config = config or LossConfig()
+        self.terms = parse_losses(self.config.terms)
+        self.margin = self.config.margin
+        temperature, momentum = self.config.temperature, self.config.momentum
         self.image_memory = ClusterMemory(num_features, temperature, momentum, gather)
         self.text_memory = ClusterMemory(num_features, temperature, momentum, gather)
 
@@ -78,10 +79,16 @@ class ViewCoOpLoss(nn.Module):
         """Whether the batch's text features are used (L_t or L_cm active)."""
         return needs_text(self.terms)
 
-    def reset(self, img_centroids: Tensor, txt_centroids: Tensor | None = None) -> None:
-        """Rebuild the memories from this epoch's centroids ([C_i, D] and [C_t, D]).
+    @property
+    def text_targets_are_image_clusters(self) -> bool:
+        return self.config.text_targets == "image_clusters"
 
-        ``txt_centroids`` may be None when L_t is off.
+    def reset(self, img_centroids: Tensor, txt_centroids: Tensor | None = None) -> None:
+        """Rebuild the memories from this epoch's centroids ([C_i, D] and [C, D]).
+
+        ``txt_centroids``: the text centroids of L_t's targets, i.e. of the text clusters
+        or, with ``text_targets: image_clusters``, of the image clusters (the mean text
+        feature of each image pseudo-identity). May be None when L_t is off.
         """
         self.image_memory.reset(img_centroids)
         if txt_centroids is not None:
@@ -116,13 +123,23 @@ class ViewCoOpLoss(nn.Module):
             out["L_v_ce"] = self.image_memory(image_unit, y_img)
             out["L_v_tri"] = batch_hard_triplet(image_unit, y_img, self.margin)
         if "t" in self.terms:
-            out["L_t"] = text_cluster_loss(self.text_memory, text_features, y_txt)
+            targets = y_img if self.text_targets_are_image_clusters else y_txt
+            out["L_t"] = text_cluster_loss(self.text_memory, text_features, targets)
         if "g" in self.terms:
             out["L_g"] = graph_constraint_loss(image_unit, graph_positive)
         if "cm" in self.terms:
-            out["L_cm"] = cross_modal_loss(image_unit, text_features)
+            out["L_cm"] = self.cross_modal(image_unit, text_features, y_img)
         out["loss"] = torch.stack(list(out.values())).sum()
         return out
+
+    def cross_modal(self, image_unit: Tensor, text_features: Tensor, y_img: Tensor) -> Tensor:
+        """L_cm in the configured form (Eq. 8 as printed, or CLIP's InfoNCE)."""
+        if self.config.cm_form == "eq8":
+            return cross_modal_loss(image_unit, text_features)
+        positive = None
+        if self.config.cm_positives == "image_cluster":
+            positive = (y_img[:, None] == y_img[None, :]) & (y_img[:, None] >= 0)
+        return cross_modal_infonce(image_unit, text_features, self.config.cm_temperature, positive)
 
     def _check_inputs(
         self, text_features: Tensor | None, y_txt: Tensor | None, graph_positive: Tensor | None
@@ -130,7 +147,7 @@ class ViewCoOpLoss(nn.Module):
         missing = []
         if self.needs_text and text_features is None:
             missing.append("text_features (for 't' / 'cm')")
-        if "t" in self.terms and y_txt is None:
+        if "t" in self.terms and y_txt is None and not self.text_targets_are_image_clusters:
             missing.append("y_txt (for 't')")
         if "g" in self.terms and graph_positive is None:
             missing.append("graph_positive (for 'g')")
@@ -138,4 +155,4 @@ class ViewCoOpLoss(nn.Module):
             raise ValueError(f"loss terms {sorted(self.terms)} need: {', '.join(missing)}")
 
     def extra_repr(self) -> str:
-        return f"terms={sorted(self.terms)}, margin={self.margin}"
+        return f"terms={sorted(self.terms)}, margin={self.margin}, cm_form={self.config.cm_form}"

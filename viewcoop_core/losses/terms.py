@@ -4,7 +4,8 @@
   pseudo-labels; L_ce is the cluster-memory cross-entropy of ``memory.py``);
 * ``text_cluster_loss``: L_t, Eq. 7 (the memory cross-entropy on text features);
 * ``graph_constraint_loss``: L_g, Eq. 6;
-* ``cross_modal_loss``: L_cm, Eq. 8.
+* ``cross_modal_loss``: L_cm, Eq. 8 (as printed); ``cross_modal_infonce``: L_cm in
+  CLIP's form (the ``loss.cm_form`` option).
 
 ``objective.py`` sums the active ones into Eq. 9.
 """
@@ -133,6 +134,52 @@ def cross_modal_loss(image_features: Tensor, text_features: Tensor) -> Tensor:
     cos = F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t()
     matched = torch.eye(batch, dtype=torch.bool, device=cos.device)
     return torch.where(matched, 1.0 - cos, 1.0 + cos).sum() / batch**2
+
+
+def cross_modal_infonce(
+    image_features: Tensor,
+    text_features: Tensor,
+    temperature: float,
+    positive: Tensor | None = None,
+) -> Tensor:
+    """L_cm as CLIP's loss (``loss.cm_form: clip``; the paper calls L_cm "similar to CLIP").
+
+    Over the [B, B] similarity matrix ``cos(f^i_j, f^t_k) / temperature``: the mean of
+    the image->text and the text->image cross-entropy. Row j's positives are
+    ``positive[j]`` (default: only its own prompt, i.e. exactly CLIP's loss); with
+    several positives (e.g. the prompts of the image's pseudo-identity mates) each
+    positive's log-probability is averaged, as in supervised contrastive learning.
+
+    Unlike Eq. 8 as printed (linear in the cosines, / B^2) the softmax puts the gradient
+    on the pairs that are confused, and the matched pair is not 1 of B^2 terms.
+
+    Args:
+        image_features, text_features: float [B, D], row j of each describes sample j.
+        temperature: the softmax temperature (> 0).
+        positive: bool [B, B], ``positive[j, k]`` = text k matches image j; the
+            diagonal is always a positive.
+    """
+    if image_features.shape != text_features.shape or image_features.ndim != 2:
+        raise ValueError(
+            "image_features and text_features must both be [B, D], got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+    batch = image_features.shape[0]
+    if batch == 0:
+        return _in_graph_zero(image_features) + _in_graph_zero(text_features)
+    logits = F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t()
+    logits = logits / temperature
+    matches = torch.eye(batch, dtype=torch.bool, device=logits.device)
+    if positive is not None:
+        matches = matches | positive
+
+    def supervised_ce(scores: Tensor, targets: Tensor) -> Tensor:
+        log_prob = scores.log_softmax(dim=1)
+        per_row = (log_prob * targets).sum(1) / targets.sum(1)
+        return -per_row.mean()
+
+    targets = matches.to(logits.dtype)
+    return (supervised_ce(logits, targets) + supervised_ce(logits.t(), targets.t())) / 2
 
 
 def text_cluster_loss(memory: ClusterMemory, text_features: Tensor, y_txt: Tensor) -> Tensor:

@@ -54,12 +54,14 @@ def build_prompt_learner(
     tokenizer,
     num_ctx: int = 4,
     seed: int = 0,
+    meta_net_reduction: int = 16,
 ) -> PromptLearner:
     """The prompt learner called ``variant`` (one of ``PROMPT_VARIANTS``) for ``clip_model``.
 
     ``tokenizer`` is open_clip's ``SimpleTokenizer`` (``ClipBundle.tokenizer``); ``seed``
     fixes every random initialisation, so all data-parallel ranks build identical
-    learners without a broadcast.
+    learners without a broadcast. ``meta_net_reduction``: the image-conditioned variants'
+    meta-net is width -> width // reduction -> width (CoCoOp: 16).
     """
     if variant not in PROMPT_VARIANTS:
         raise ValueError(f"unknown prompt variant {variant!r}; choose one of {PROMPT_VARIANTS}")
@@ -75,8 +77,13 @@ def build_prompt_learner(
         return UnCoOpPromptLearner(**common)
     feature_dim = joint_embed_dim(clip_model)
     if variant == "cocoop":
-        return CoCoOpPromptLearner(**common, feature_dim=feature_dim)
-    return ViewCoOpPromptLearner(**common, feature_dim=feature_dim, dynamic=variant == "viewcoop")
+        return CoCoOpPromptLearner(**common, feature_dim=feature_dim, reduction=meta_net_reduction)
+    return ViewCoOpPromptLearner(
+        **common,
+        feature_dim=feature_dim,
+        dynamic=variant == "viewcoop",
+        reduction=meta_net_reduction,
+    )
 
 
 def encode_prompts(

@@ -130,6 +130,7 @@ class CoCoOpPromptLearner(PromptLearner):
         feature_dim: int,
         num_ctx: int = 4,
         seed: int = 0,
+        reduction: int = 16,
     ):
         super().__init__(
             token_embedding,
@@ -139,7 +140,7 @@ class CoCoOpPromptLearner(PromptLearner):
             lead_text=fixed_sentence(num_ctx),
             num_slots=num_ctx,
         )
-        self.meta_net = MetaNet(feature_dim, self.width, self._generator("meta_net")).to(
+        self.meta_net = MetaNet(feature_dim, self.width, self._generator("meta_net"), reduction).to(
             self._device
         )
 

@@ -68,6 +68,7 @@ class ViewCoOpPromptLearner(PromptLearner):
         num_ctx: int = 4,
         seed: int = 0,
         dynamic: bool = True,
+        reduction: int = 16,
     ):
         clause_heads = [f"{view} view is" for view in VIEW_NAMES]
         super().__init__(
@@ -82,7 +83,7 @@ class ViewCoOpPromptLearner(PromptLearner):
         self._clause_heads = clause_heads
         self.variant = "viewcoop" if dynamic else "viewcoop_static"
         self.dynamic = dynamic
-        self.meta_net = MetaNet(feature_dim, self.width, self._generator("meta_net")).to(
+        self.meta_net = MetaNet(feature_dim, self.width, self._generator("meta_net"), reduction).to(
             self._device
         )
         if dynamic:

@@ -1,0 +1,89 @@
+"""The epoch logic shared by the Ray workers and the local loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.config import load_config
+from viewcoop_core.config import ClusterConfig, GraphConfig, OptimConfig
+from viewcoop_core.engine.clustering_step import ClusteringStep
+from viewcoop_core.engine.epoch import text_has_identity
+from viewcoop_core.engine.local_loop import train_locally
+from viewcoop_core.engine.train import apply_learning_rates, epoch_learning_rates, nonfinite_terms
+from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
+from viewcoop_core.models.prompts import build_prompt_learner
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("variant", ["coop", "uncoop", "cocoop", "viewcoop_static", "viewcoop"])
+def test_text_identity_before_the_first_clustering(variant):
+    bundle = build_clip(TINY_MODEL_NAME, image_size=64)
+    learner = build_prompt_learner(variant, bundle.model, bundle.tokenizer)
+    per_cluster = variant in ("coop", "uncoop")
+    assert text_has_identity(learner, None) is not per_cluster
+    assert text_has_identity(learner, torch.zeros(3, dtype=torch.long))
+
+
+def test_withheld_text_labels_leave_a_graph_of_image_clusters_only():
+    """CoOp at epoch 1: every text feature is the same sentence. Clustering them would
+    make one text cluster and every pair an edge; withheld, no text cluster exists."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 32))
+    img = np.repeat(centres, 8, axis=0) + 0.05 * rng.normal(size=(48, 32))
+    txt = np.tile(rng.normal(size=(1, 32)), (48, 1))  # all alike
+    cluster = ClusterConfig(eps=0.6, min_samples=2, k1=6, k2=2, backend="sklearn")
+    step = ClusteringStep(cluster, GraphConfig(), true_ids=np.repeat(np.arange(6), 8))
+    withheld = step.run(1, img.astype(np.float32), txt.astype(np.float32), text_identity=False)
+    assert (withheld.y_txt == -1).all() and withheld.num_txt_clusters == 0
+    assert withheld.stats["graph_pairs_dic2"] == 0
+    assert withheld.stats["graph_precision_tau1or2"] == pytest.approx(1.0)
+    clustered = step.run(1, img.astype(np.float32), txt.astype(np.float32), text_identity=True)
+    assert clustered.num_txt_clusters <= 1  # what the first epoch trained on before
+
+
+def test_learning_rates_follow_the_step_schedule_of_steplr():
+    optim = OptimConfig(lr=1.0, prompt_lr=10.0, step_size=3, gamma=0.1)
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    optimizer = torch.optim.Adam([{"params": [p], "lr": 0.0} for p in params])
+    reference = torch.optim.lr_scheduler.StepLR(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), step_size=3, gamma=0.1
+    )
+    for epoch in range(1, 10):
+        apply_learning_rates(optimizer, optim, epoch)
+        expected = reference.get_last_lr()[0]
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+        assert [g["lr"] for g in optimizer.param_groups[1:]] == pytest.approx([10 * expected] * 2)
+        assert epoch_learning_rates(optim, epoch)[0] == pytest.approx(expected)
+        reference.optimizer.step()
+        reference.step()
+
+
+def test_nonfinite_terms_names_the_loss_terms_only():
+    means = {"L_cm": float("nan"), "L_t": 1.0, "loss": float("inf"), "train_s": float("nan")}
+    assert nonfinite_terms(means) == ["L_cm", "loss"]
+
+
+@pytest.mark.slow
+def test_the_local_loop_trains_the_smoke_config_with_diagnostics(tmp_path):
+    from orchestrator.train import absolute_paths, ensure_dataset
+
+    cfg = absolute_paths(
+        load_config(
+            REPO / "experiments" / "smoke.yaml",
+            [f"data.root={tmp_path / 'data'}", "prompt.variant=coop", "train.epochs=2"],
+        )
+    )
+    ensure_dataset(cfg)
+    rows = train_locally(cfg)
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert rows[1]["txt_clusters"] == 0  # coop: no text labels before the first clustering
+    for row in rows:
+        assert 0 <= row["knn_prec_img"] <= 1 and 0 <= row["knn_prec_txt"] <= 1
+        assert 0 <= row["mAP"] <= 1
+    trained = [row for row in rows if row.get("skipped_training") == 0.0]
+    assert trained and all("grad_text_L_t" in row for row in trained)
