@@ -50,6 +50,7 @@ def sweep_trial(config: dict[str, Any], plan: SweepPlan) -> dict[str, Any]:
         run_name=plan.run_name(slug),
         parent_run_id=plan.parent_run_id,
         callbacks=[TuneReportCallback()],
+        check_data=False,  # the sweep's driver checked the data and pinned the skip list
     )
     final = outcome.history[-1] if outcome.history else {}
     return {**final, "mlflow_run_id": outcome.mlflow_run_id or ""}
