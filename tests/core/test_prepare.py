@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from veri_files import write_set
 
 from orchestrator.config import load_config
 from orchestrator.prepare import SKIP_LIST, check_reachable, prepare_run, ray_endpoint
 from orchestrator.sweep.plan import plan_sweep
+from orchestrator.train import init_ray
 from viewcoop_core.config import ConfigError
 from viewcoop_core.data.datasets import load_dataset
 from viewcoop_core.data.preflight import DataCheckError
@@ -51,6 +53,13 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def assert_refused_before_ray(result: subprocess.CompletedProcess, message: str) -> None:
+    """Exit status 2, ``message`` logged, and neither torch, Ray nor MLflow imported."""
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "HEAVY []" in result.stdout
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,9 +70,7 @@ def test_a_config_typo_fails_before_any_heavy_import(tmp_path):
     result = run_cli(
         ["train", "experiments/smoke.yaml", f"ray.storage_path={tmp_path}", "train.num_instances=0"]
     )
-    assert result.returncode == 2
-    assert "train.num_instances=0 is not allowed" in result.stderr
-    assert "HEAVY []" in result.stdout
+    assert_refused_before_ray(result, "train.num_instances=0 is not allowed")
     assert not any(tmp_path.iterdir())
 
 
@@ -73,9 +80,7 @@ def test_a_bad_dataset_file_fails_before_ray_and_leaves_no_run_folder(tmp_path):
     bad.write_bytes(b"")
     overrides = [f"{k}={v}" for k, v in veri_overrides(root, storage).items()]
     result = run_cli(["train", "experiments/smoke.yaml", *overrides, "--run-name", "r1"])
-    assert result.returncode == 2
-    assert bad.name in result.stderr
-    assert "HEAVY []" in result.stdout
+    assert_refused_before_ray(result, bad.name)
     assert not (storage / "r1").exists()
 
 
@@ -93,9 +98,7 @@ def test_a_sweep_typo_fails_before_any_heavy_import(tmp_path):
             "optim.lr=[1e-4, -1]",
         ]
     )
-    assert result.returncode == 2
-    assert "optim.lr=-1.0 is not allowed" in result.stderr
-    assert "HEAVY []" in result.stdout
+    assert_refused_before_ray(result, "optim.lr=-1.0 is not allowed")
     assert not any(tmp_path.iterdir())
 
 
@@ -214,3 +217,12 @@ def test_evaluate_checks_the_evaluation_images_first(tmp_path):
         resolve_evaluation(tmp_path)
     with pytest.raises(ConfigError, match="not valid YAML"):
         resolve_evaluation(tmp_path, overrides=["train.epochs=[1"])
+
+
+def test_init_ray_checks_the_address_before_calling_ray(monkeypatch):
+    """``ray.init("127.0.0.1:1")`` used to hang; the check answers before it is called."""
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("ray.init was called"))
+    address = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(ConfigError, match=f"cannot reach a Ray head at {address}"):
+        init_ray(address, "viewcoop")
