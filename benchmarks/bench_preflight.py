@@ -63,8 +63,8 @@ def write_veri_layout(root: Path, scale: float, size: int, masks: bool) -> int:
     for split, count in VERI_SPLITS.items():
         folder = root / split
         folder.mkdir(parents=True)
-        for i in range(max(1, round(count * scale))):
-            name = f"{i % 776 + 1:04d}_c{i % 20 + 1:03d}_{i:08d}_0"
+        for i in range(total, total + max(1, round(count * scale))):
+            name = f"{i % 776 + 1:04d}_c{i % 20 + 1:03d}_{i:08d}_0"  # unique over splits
             (folder / f"{name}.jpg").write_bytes(images[i % len(images)])
             if masks:
                 (root / "masks").mkdir(exist_ok=True)
