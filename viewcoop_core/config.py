@@ -5,9 +5,8 @@ Each dataclass validates its own fields in ``__post_init__`` against the registr
 is wrong; every section has its ranges, so an impossible setting fails here, before
 anything starts. Building from nested dicts and dotted overrides (``train.epochs=3``) is
 ``viewcoop_core.config_tree`` (re-exported here); reading YAML files and profiles is
-``orchestrator.config``. This
-module imports no torch, so a config is validated in a fraction of a second, and
-workers rebuild it from the plain dict they receive.
+``orchestrator.config``. This module imports no torch, so a config is validated in a
+fraction of a second, and workers rebuild it from the plain dict they receive.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from viewcoop_core.config import DataConfig
-from viewcoop_core.data.masks import attach_masks
+from viewcoop_core.data.masks import attach_masks, existing_mask_names
 from viewcoop_core.data.types import ReidDataset, ReidSample
 
 logger = logging.getLogger(__name__)
@@ -152,12 +152,13 @@ def _load_veri_layout(root: Path, dataset: str, layout: str, max_cam: int | None
 def _with_masks(dataset: ReidDataset, masks_dir: Path, eval_masks_required: bool) -> ReidDataset:
     # Training builds the view prompt from every image's mask; evaluation ranks image
     # features only, so eval masks are attached when present and not demanded.
+    present = existing_mask_names(masks_dir)  # one listing for the four splits
     return dataclasses.replace(
         dataset,
-        train=attach_masks(dataset.train, masks_dir, required=True),
-        query=attach_masks(dataset.query, masks_dir, required=eval_masks_required),
-        gallery=attach_masks(dataset.gallery, masks_dir, required=eval_masks_required),
-        test=attach_masks(dataset.test, masks_dir, required=eval_masks_required),
+        train=attach_masks(dataset.train, masks_dir, True, present),
+        query=attach_masks(dataset.query, masks_dir, eval_masks_required, present),
+        gallery=attach_masks(dataset.gallery, masks_dir, eval_masks_required, present),
+        test=attach_masks(dataset.test, masks_dir, eval_masks_required, present),
     )
 
 

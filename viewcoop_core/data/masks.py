@@ -38,7 +38,7 @@ def mask_name(image_path: str | os.PathLike[str]) -> str:
     return os.path.splitext(os.path.basename(image_path))[0] + ".png"
 
 
-def _existing_mask_names(masks_dir: Path) -> set[str]:
+def existing_mask_names(masks_dir: Path) -> set[str]:
     # One directory listing instead of one stat per image: VehicleID has 100k+ images.
     if not masks_dir.is_dir():
         return set()
@@ -65,15 +65,18 @@ def attach_masks(
     samples: Sequence[ReidSample],
     masks_dir: str | os.PathLike[str],
     required: bool = True,
+    present: set[str] | None = None,
 ) -> list[ReidSample]:
     """Copies of ``samples`` with ``mask_path`` set to ``masks_dir/<image stem>.png``.
 
     With ``required=True`` every sample must have its mask, else ``MissingMasksError``
     says how many are missing and where masks come from. With ``required=False``
-    samples without a mask keep ``mask_path=None``.
+    samples without a mask keep ``mask_path=None``. ``present``: the names in
+    ``masks_dir`` when the caller listed it already.
     """
     masks_dir = Path(masks_dir)
-    present = _existing_mask_names(masks_dir)
+    if present is None:
+        present = existing_mask_names(masks_dir)
     attached: list[ReidSample] = []
     missing: list[Path] = []
     for sample in samples:
