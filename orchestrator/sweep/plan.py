@@ -6,6 +6,7 @@ reported in seconds and leaves no folder behind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -32,19 +33,24 @@ from orchestrator.sweep.grid import (
     read_sweep_section,
 )
 from viewcoop_core.config import ConfigError, ExperimentConfig
-from viewcoop_core.data.preflight import PreflightReport
+from viewcoop_core.data.datasets import DatasetFormatError, DatasetLayoutError
+from viewcoop_core.data.masks import MissingMasksError
+from viewcoop_core.data.preflight import DataCheckError, PreflightReport
 from viewcoop_core.outputs import check_output_name, claim_output_dir
 
 logger = logging.getLogger(__name__)
 
 SPEC_FILE = "sweep.json"
 TRAININGS_DIR = "trainings"
+DATA_ERRORS = (DataCheckError, DatasetLayoutError, DatasetFormatError, MissingMasksError)
 
 
 @dataclass
 class SweepDraft:
     """A sweep ready for Ray: its grid, base config, folder and each point's config
-    (absolute paths, pinned weights and skip lists; tracking store not yet pinned)."""
+    (absolute paths, pinned weights and skip lists; tracking store not yet pinned).
+    ``unchecked``: the points whose data failed the pre-flight (their trials check again,
+    fail naming the problem, and run once the data is fixed and the sweep resumed)."""
 
     name: str
     config_path: str | Path
@@ -57,6 +63,7 @@ class SweepDraft:
     spec: dict[str, Any]
     configs: dict[str, ExperimentConfig]
     data_metrics: dict[str, float]
+    unchecked: frozenset[str] = frozenset()
 
 
 def plan_sweep(
@@ -82,7 +89,7 @@ def plan_sweep(
     configs = trial_configs(config_path, fixed, profile, grid, sweep_dir / TRAININGS_DIR)
     if base.ray.address:
         check_reachable(base.ray.address)
-    reports = check_trial_data(configs, base.ray.storage_path)
+    reports, unchecked = check_trial_data(configs, base.ray.storage_path)
     spec = sweep_spec(name, config_path, profile, fixed, grid, base)
     prepare_sweep_dir(sweep_dir, spec, resume)
     configs = pin_skip_lists(configs, reports, sweep_dir, resume)
@@ -99,6 +106,7 @@ def plan_sweep(
         spec,
         prepare_shared_inputs(configs),
         metrics,
+        unchecked,
     )
 
 
@@ -109,15 +117,35 @@ def data_key(cfg: ExperimentConfig) -> str:
 
 def check_trial_data(
     configs: Mapping[str, ExperimentConfig], storage_path: str
-) -> dict[str, PreflightReport]:
+) -> tuple[dict[str, PreflightReport], frozenset[str]]:
     """One pre-flight per distinct data setting of the points (most sweeps share one),
-    cached under the sweep's storage."""
+    cached under the sweep's storage: (data key -> report of the settings that passed,
+    the points whose data failed).
+
+    When no point's data passes, nothing could run: the first failure is raised here,
+    before Ray. When some pass, the others are logged and left to fail as trials (a
+    sweep resumed once their data is in place runs them; finished points are kept).
+    """
     reports: dict[str, PreflightReport] = {}
+    failures: dict[str, Exception] = {}
     for cfg in configs.values():
         key = data_key(cfg)
-        if key not in reports:
-            reports[key] = check_data(cfg, storage_path)
-    return reports
+        if key not in reports and key not in failures:
+            try:
+                reports[key] = check_data(cfg, storage_path)
+            except DATA_ERRORS as exc:
+                failures[key] = exc
+    if failures and not reports:
+        raise next(iter(failures.values()))
+    failed = frozenset(slug for slug, cfg in configs.items() if data_key(cfg) in failures)
+    for slug in sorted(failed):
+        logger.error(
+            "point %s: its data failed the pre-flight (%s); its trial will fail, the other "
+            "points run. Fix the data and continue with --resume",
+            slug,
+            failures[data_key(configs[slug])],
+        )
+    return reports, failed
 
 
 def pin_skip_lists(
@@ -126,15 +154,18 @@ def pin_skip_lists(
     sweep_dir: Path,
     resume: bool,
 ) -> dict[str, ExperimentConfig]:
-    """Each point's config with the skip list of its data (written into the sweep folder)."""
+    """Each point's config with the skip list of its data (written into the sweep folder,
+    named by a digest of the data setting when the points have several)."""
+    several = len({data_key(cfg) for cfg in configs.values()}) > 1
     lists: dict[str, Path | None] = {}
-    for index, (key, report) in enumerate(reports.items()):
-        file_name = SKIP_LIST if len(reports) == 1 else f"{index}-{SKIP_LIST}"
+    for key, report in reports.items():
+        digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+        file_name = f"{digest}-{SKIP_LIST}" if several else SKIP_LIST
         listed = json.loads(key)[0]["skip_list"]
         lists[key] = write_skip_list(sweep_dir / file_name, report.skipped, resume, listed)
     return {
         slug: pinned(cfg, {"data.skip_list": str(lists[data_key(cfg)])})
-        if lists[data_key(cfg)]
+        if lists.get(data_key(cfg))
         else cfg
         for slug, cfg in configs.items()
     }

@@ -107,7 +107,10 @@ def execute_sweep(
     if not parent.client.get_metric_history(parent.run_id, "data_skipped_train_images"):
         parent.log_metrics(draft.data_metrics, step=0)  # once, not again on each resume
     plan = SweepPlan(
-        name=name, parent_run_id=parent.run_id, configs={s: c.to_dict() for s, c in configs.items()}
+        name=name,
+        parent_run_id=parent.run_id,
+        configs={s: c.to_dict() for s, c in configs.items()},
+        unchecked=draft.unchecked,
     )
     limit = concurrency_for(configs.values(), len(grid))
     if max_concurrent is not None:

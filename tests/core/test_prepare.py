@@ -226,3 +226,23 @@ def test_init_ray_checks_the_address_before_calling_ray(monkeypatch):
     address = f"127.0.0.1:{closed_port()}"
     with pytest.raises(ConfigError, match=f"cannot reach a Ray head at {address}"):
         init_ray(address, "viewcoop")
+
+
+def test_a_sweep_point_with_missing_data_is_left_to_fail_as_its_trial(tmp_path):
+    """Only when every point's data fails does the sweep stop before Ray; otherwise the
+    bad points fail as trials and run once their data is there (``--resume``)."""
+    root, storage = tmp_path / "veri", tmp_path / "runs"
+    write_set(root)
+    path = sweep_file(tmp_path, root, storage)
+    tree = yaml.safe_load(path.read_text())
+    missing = str(tmp_path / "late")
+    tree["sweep"] = {"points": {"ready": {}, "late": {"data.root": missing}}}
+    path.write_text(yaml.safe_dump(tree))
+    draft = plan_sweep(path, name="s")
+    assert draft.unchecked == {"late"}
+    assert draft.configs["late"].data.root == missing
+    tree["sweep"] = {"points": {"late": {"data.root": missing}}}
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(FileNotFoundError, match="late does not exist"):
+        plan_sweep(path, name="s2")
+    assert not (storage / "s2").exists()
