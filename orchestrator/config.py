@@ -22,6 +22,7 @@ from viewcoop_core.config import (  # noqa: F401 - re-exported
     parse_override,
     set_dotted,
 )
+from viewcoop_core.config_tree import yaml_problem
 
 RESERVED_KEYS = ("profiles", "sweep")
 
@@ -32,10 +33,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"config file {path} does not exist (configs live in experiments/*.yaml)"
         )
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error_message(path, exc)) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     return data
+
+
+def yaml_error_message(path: Path, exc: yaml.YAMLError) -> str:
+    """``<file>:<line>:<column>: <problem>``; a tag that would build a Python object
+    (``!!python/...``) is named as refused: safe_load never runs it."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = yaml_problem(exc)
+    if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+        return (
+            f"{where}: {problem.strip()}; configs hold plain YAML values only, and tags that "
+            "build Python objects (!!python/...) are refused (nothing was executed)"
+        )
+    return f"{where}: invalid YAML: {problem}"
 
 
 def load_config(

@@ -1,5 +1,7 @@
-"""Driver side of one training: data check, Ray, the clustering actor, TorchTrainer, MLflow.
+"""Driver side of one training: Ray, the clustering actor, TorchTrainer, MLflow.
 
+What comes before Ray (dataset drawn and checked, paths pinned, weights, the run folder)
+is ``orchestrator.prepare``, importable without Ray so errors there come in seconds.
 Re-running with the same ``run_name`` and ``ray.storage_path`` resumes: Ray Train V2
 restores its checkpoint manager from storage, the workers continue at the next epoch and
 rank 0 continues the MLflow run whose id the checkpoint holds.
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,24 +26,29 @@ from ray.train.torch import TorchTrainer
 from orchestrator.actors import actor_name, start_clustering_actor
 from orchestrator.config import flatten, save_resolved
 from orchestrator.errors import NonFiniteLossError, RunInterrupted
+from orchestrator.prepare import (  # noqa: F401 - re-exported: the pre-Ray steps
+    RUN_KIND,
+    PreparedRun,
+    absolute_paths,
+    check_reachable,
+    claim_run_dir,
+    default_run_name,
+    ensure_dataset,
+    ensure_weights,
+    prepare_run,
+)
 from viewcoop_core.config import ExperimentConfig
-from viewcoop_core.engine.components import load_dataset
+from viewcoop_core.data.datasets import load_dataset
 from viewcoop_core.engine.tracking import (
     RUN_NAME_TAG,
     RunTracker,
     metric_history,
     resolve_tracking_uri,
 )
-from viewcoop_core.outputs import check_output_name, claim_output_dir, owns, write_marker
-from viewcoop_core.synthetic import ensure_synthetic
-from viewcoop_core.synthetic.spec import PRETRAIN_SPEC
-from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
 from workers.reporting import STOPPED_FILE
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
-
-RUN_KIND = "run"
 
 
 def raise_if_stopped(run_dir: Path) -> None:
@@ -71,40 +77,6 @@ class TrainingOutcome:
     history: list[dict[str, float]]
 
 
-def default_run_name(cfg: ExperimentConfig) -> str:
-    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def ensure_dataset(cfg: ExperimentConfig) -> None:
-    """Draw the synthetic set when it is the chosen dataset and not there yet (or drawn
-    with other parameters, e.g. an older demo's set)."""
-    if cfg.data.dataset == "synthetic":
-        ensure_synthetic(cfg.data.root, cfg.data.synthetic)
-
-
-def ensure_weights(cfg: ExperimentConfig) -> ExperimentConfig:
-    """With ``model.synthetic_pretrain``: the cached synthetic-pretrained tiny CLIP as
-    ``model.pretrained`` (trained here, on the driver, the first time)."""
-    if not cfg.model.synthetic_pretrain:
-        return cfg
-    path = ensure_pretrained_tiny_clip(
-        Path(cfg.data.root).parent / "pretrained",
-        PRETRAIN_SPEC.replace(image_size=cfg.model.image_size),
-        max_seconds=cfg.model.synthetic_pretrain_seconds,
-    )
-    tree = cfg.to_dict()
-    tree["model"].update(pretrained=str(path), synthetic_pretrain=False)
-    return ExperimentConfig.from_dict(tree)
-
-
-def claim_run_dir(run_dir: Path) -> Path:
-    """The run's folder: new, or one of ours (marked; a run of an earlier version is
-    recognised by its resolved config.yaml), never a foreign folder."""
-    if (run_dir / "config.yaml").is_file() and not owns(run_dir, RUN_KIND):
-        write_marker(run_dir, RUN_KIND)
-    return claim_output_dir(run_dir, RUN_KIND, purpose="a training run")
-
-
 def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (a cluster, "auto") or start a local instance ("local" or
     None; ``num_cpus`` sizes it)."""
@@ -112,21 +84,11 @@ def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -
         return
     kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": True}
     if address:
+        check_reachable(address)
         kwargs["address"] = address
     if address in (None, "local") and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
-
-
-def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Workers may start in another directory: pin relative data and storage paths."""
-    tree = cfg.to_dict()
-    tree["data"]["root"] = str(Path(cfg.data.root).resolve())
-    if cfg.data.masks_dir:
-        tree["data"]["masks_dir"] = str(Path(cfg.data.masks_dir).resolve())
-    if "://" not in cfg.ray.storage_path:
-        tree["ray"]["storage_path"] = str(Path(cfg.ray.storage_path).resolve())
-    return ExperimentConfig.from_dict(tree)
 
 
 def open_mlflow_run(
@@ -237,15 +199,25 @@ def run_training(
     parent_run_id: str | None = None,
     num_cpus: int | None = None,
     callbacks: list | None = None,
+    check_data: bool = True,
 ) -> TrainingOutcome:
     """Train one configuration to the end (or resume it) and return its final figures.
 
     ``callbacks``: Ray Train user callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep.
+    ``check_data``: run the dataset pre-flight (a sweep's driver already did).
     """
-    ensure_dataset(cfg)
-    cfg = ensure_weights(absolute_paths(cfg))
-    run_name = run_name or default_run_name(cfg)
-    run_dir = claim_run_dir(Path(cfg.ray.storage_path) / check_output_name(run_name, "run name"))
+    prepared = prepare_run(cfg, run_name, check=check_data)
+    return run_prepared(prepared, parent_run_id, num_cpus, callbacks)
+
+
+def run_prepared(
+    prepared: PreparedRun,
+    parent_run_id: str | None = None,
+    num_cpus: int | None = None,
+    callbacks: list | None = None,
+) -> TrainingOutcome:
+    """``run_training`` from the point where Ray starts (``orchestrator.prepare`` did the rest)."""
+    cfg, run_name, run_dir = prepared.cfg, prepared.run_name, prepared.run_dir
     tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.ray.storage_path)
     init_ray(cfg.ray.address, cfg.ray.namespace, num_cpus)
 
@@ -266,6 +238,7 @@ def run_training(
     finally:
         if ray.is_initialized():
             ray.kill(actor)
+    log_data_metrics(tracking_uri, run_id, prepared.data_metrics)
     history = metric_history(tracking_uri, run_id)
     if result.error is not None:
         raise result.error
@@ -290,6 +263,16 @@ def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str | None
         [exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
     )
     return runs[0].info.run_id if runs else None
+
+
+def log_data_metrics(tracking_uri: str, run_id: str | None, metrics: dict[str, float]) -> None:
+    """The pre-flight's figures (e.g. training images skipped as unreadable) on the run."""
+    if run_id is None or not metrics:
+        return
+    client = MlflowClient(tracking_uri)
+    for key, value in metrics.items():
+        if not client.get_metric_history(run_id, key):  # once per run, not per resume
+            client.log_metric(run_id, key, value, step=0)
 
 
 def tracking_ui_hint(tracking_uri: str) -> str:

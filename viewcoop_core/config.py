@@ -2,23 +2,30 @@
 
 Each dataclass validates its own fields in ``__post_init__`` against the registries of
 ``viewcoop_core.vocabulary`` and names the field and the allowed values when something
-is wrong. Dotted overrides (``train.epochs=3``) are applied here too
-(``apply_overrides``); reading YAML files and profiles is ``orchestrator.config``. This
-module imports no torch, so a config is validated in a fraction of a second, and
-workers rebuild it from the plain dict they receive.
+is wrong; every section has its ranges, so an impossible setting fails here, before
+anything starts. Building from nested dicts and dotted overrides (``train.epochs=3``) is
+``viewcoop_core.config_tree`` (re-exported here); reading YAML files and profiles is
+``orchestrator.config``. This module imports no torch, so a config is validated in a
+fraction of a second, and workers rebuild it from the plain dict they receive.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from viewcoop_core.config_infra import RayConfig, TrackingConfig  # noqa: F401 - re-exported
+from viewcoop_core.config_tree import (  # noqa: F401 - re-exported
+    ConfigError,
+    _require,
+    _require_text,
+    apply_overrides,
+    build_dataclass,
+    parse_override,
+    set_dotted,
+)
+from viewcoop_core.outputs import check_output_name
 from viewcoop_core.synthetic.spec import SyntheticSpec
 from viewcoop_core.vocabulary import (
     CAMERA_NORMS,
@@ -37,27 +44,34 @@ from viewcoop_core.vocabulary import (
 )
 
 
-class ConfigError(ValueError):
-    """A config field holds a value outside what it allows."""
-
-
-def _require(ok: bool, field_path: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{field_path}={value!r} is not allowed; expected {allowed}")
-
-
 @dataclass
 class DataConfig:
+    """``skip_list``: a text file naming training images to leave out, one path per line
+    (the pre-flight writes one into the run folder for the unreadable images it found).
+    ``max_skipped_fraction``: the share of training images the pre-flight may skip as
+    unreadable; above it the run stops and names them (0: any unreadable image stops it).
+    """
+
     dataset: str = "synthetic"
     root: str = "data/synthetic"
     masks_dir: str | None = None
     vehicleid_test_size: int = 2400
     num_workers: int = 2
+    skip_list: str | None = None
+    max_skipped_fraction: float = 0.01
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
 
     def __post_init__(self) -> None:
         _require(
             self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}"
+        )
+        _require_text(self.root, "data.root")
+        _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an int >= 0")
+        _require(
+            0 <= self.max_skipped_fraction < 1,
+            "data.max_skipped_fraction",
+            self.max_skipped_fraction,
+            "a fraction in [0, 1)",
         )
         _require(
             self.vehicleid_test_size in (800, 1600, 2400),
@@ -84,7 +98,19 @@ class ModelConfig:
     synthetic_pretrain_seconds: float = 150.0
 
     def __post_init__(self) -> None:
-        _require(self.image_size % 16 == 0, "model.image_size", self.image_size, "a multiple of 16")
+        _require_text(self.name, "model.name")
+        _require(
+            self.image_size > 0 and self.image_size % 16 == 0,
+            "model.image_size",
+            self.image_size,
+            "a positive multiple of 16 (the ViT patch size)",
+        )
+        _require(
+            self.synthetic_pretrain_seconds > 0,
+            "model.synthetic_pretrain_seconds",
+            self.synthetic_pretrain_seconds,
+            "a number > 0",
+        )
         _require(
             not (self.synthetic_pretrain and self.pretrained),
             "model.synthetic_pretrain",
@@ -238,9 +264,9 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         self.terms = list(resolve_loss_terms(self.terms))
-        _require(self.temperature > 0, "loss.temperature", self.temperature, "a float > 0")
-        _require(0 <= self.momentum <= 1, "loss.momentum", self.momentum, "a float in [0, 1]")
-        _require(self.margin >= 0, "loss.margin", self.margin, "a float >= 0")
+        _require(self.temperature > 0, "loss.temperature", self.temperature, "a number > 0")
+        _require(0 <= self.momentum <= 1, "loss.momentum", self.momentum, "a number in [0, 1]")
+        _require(self.margin >= 0, "loss.margin", self.margin, "a number >= 0")
         _require(self.cm_form in CM_FORMS, "loss.cm_form", self.cm_form, f"one of {CM_FORMS}")
         _require(self.cm_temperature > 0, "loss.cm_temperature", self.cm_temperature, "> 0")
         _require(
@@ -278,6 +304,13 @@ class OptimConfig:
     step_size: int = 20
     gamma: float = 0.1
 
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr", self.lr, "a learning rate > 0")
+        _require(self.prompt_lr > 0, "optim.prompt_lr", self.prompt_lr, "a learning rate > 0")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.step_size >= 1, "optim.step_size", self.step_size, "an int >= 1 (epochs)")
+        _require(0 < self.gamma <= 1, "optim.gamma", self.gamma, "a factor in (0, 1]")
+
 
 @dataclass
 class TrainConfig:
@@ -300,39 +333,18 @@ class TrainConfig:
     diagnostics: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "iters", "eval_every", "extract_batch_size", "figure_samples"):
+            value = getattr(self, name)
+            _require(value >= 1, f"train.{name}", value, "an int >= 1")
+        _require(self.num_instances >= 1, "train.num_instances", self.num_instances, "an int >= 1")
         _require(
-            self.batch_size % self.num_instances == 0,
+            self.batch_size >= self.num_instances and self.batch_size % self.num_instances == 0,
             "train.batch_size",
             self.batch_size,
-            f"a multiple of train.num_instances ({self.num_instances})",
+            f"a positive multiple of train.num_instances ({self.num_instances})",
         )
-        _require(
-            self.epochs >= 1 and self.iters >= 1,
-            "train.epochs/iters",
-            (self.epochs, self.iters),
-            ">= 1",
-        )
-        _require(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
+        _require(self.seed >= 0, "train.seed", self.seed, "an int >= 0")
         _require(0 <= self.crop_p <= 1, "train.crop_p", self.crop_p, "a probability in [0, 1]")
-
-
-@dataclass
-class RayConfig:
-    address: str | None = None
-    namespace: str = "viewcoop"
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    actor_num_gpus: float | None = None
-    actor_num_cpus: float | None = None
-    storage_path: str = "runs"
-    max_failures: int = 0
-
-
-@dataclass
-class TrackingConfig:
-    tracking_uri: str | None = None
-    experiment: str = "viewcoop"
 
 
 @dataclass
@@ -350,113 +362,15 @@ class ExperimentConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    def __post_init__(self) -> None:
+        try:
+            check_output_name(self.name, "name")  # run names start with it
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
         return build_dataclass(cls, data, prefix="")
-
-
-def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown config field(s) {[prefix + u for u in unknown]}; "
-            f"{prefix.rstrip('.') or 'the top level'} has {sorted(names)}"
-        )
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, prefix + key)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except ValueError as exc:  # a component's own validation (e.g. SyntheticSpec)
-        raise ConfigError(str(exc)) from exc
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return build_dataclass(hint, value, path + ".")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{path}={value!r} matches none of {hint}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}={value!r} must be a list")
-        (item,) = typing.get_args(hint)
-        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}={value!r} must be true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}={value!r} must be an int")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads "5e-5" (no dot) as a string; accept the number it means.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{path}={value!r} must be a number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{path}={value!r} must be a string")
-    return value
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.epochs=3"`` -> ("train.epochs", 3); the value is parsed as YAML."""
-    if "=" not in item:
-        raise ConfigError(
-            f"override {item!r} must look like dotted.key=value (e.g. train.epochs=3)"
-        )
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {item!r} has an empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else None
-
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``tree["a"]["b"] = value`` for key "a.b", creating nested dicts."""
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key!r}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
-    """A copy of ``tree`` with dotted overrides (a mapping or ``key=value`` strings) applied."""
-    tree = copy.deepcopy(tree)
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
-    for key, value in items:
-        set_dotted(tree, key, value)
-    return tree

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from viewcoop_core.arrays import as_numpy
+
 
 def singletons_for_outliers(labels: np.ndarray) -> np.ndarray:
     """Give every outlier (-1) a cluster of its own, so scores do not treat them as one group."""
@@ -16,8 +18,8 @@ def singletons_for_outliers(labels: np.ndarray) -> np.ndarray:
 
 def cluster_purity(labels: np.ndarray, true_ids: np.ndarray) -> float:
     """Fraction of clustered (non-outlier) samples whose true id is their cluster's majority id."""
-    labels = np.asarray(labels, dtype=np.int64)
-    true_ids = np.asarray(true_ids, dtype=np.int64)
+    labels = as_numpy(labels, "labels").astype(np.int64, copy=False)
+    true_ids = as_numpy(true_ids, "true_ids").astype(np.int64, copy=False)
     keep = labels >= 0
     if not keep.any():
         return 0.0
@@ -32,7 +34,7 @@ def label_quality(labels: np.ndarray, true_ids: np.ndarray) -> dict[str, float]:
 
     labels: int[N] with -1 for outliers; true_ids: int[N].
     """
-    labels = np.asarray(labels)
+    labels, true_ids = as_numpy(labels, "labels"), as_numpy(true_ids, "true_ids")
     strict = singletons_for_outliers(labels)
     return {
         "ari": float(adjusted_rand_score(true_ids, strict)),

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from viewcoop_core.arrays import as_tensor, check_finite_rows
+
 logger = logging.getLogger(__name__)
 
 DISTANCE_METRICS = ("cosine", "euclidean")
@@ -50,25 +52,19 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence[Any]
 
 def _to_tensor(x: ArrayLike, name: str, device: torch.device | None = None) -> torch.Tensor:
     """``x`` as a torch tensor (zero-copy for CPU numpy arrays), optionally moved to ``device``."""
-    if isinstance(x, torch.Tensor):
-        t = x
-    else:
-        arr = np.asarray(x)
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-        ):
-            raise TypeError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = as_tensor(x, name)
     return t if device is None else t.to(device)
 
 
 def _to_float_matrix(x: ArrayLike, name: str, device: torch.device | None = None) -> torch.Tensor:
-    """``x`` as a 2-D floating tensor; half precision is promoted to float32 for the matmul."""
+    """``x`` as a finite 2-D floating tensor; half precision is promoted to float32 for
+    the matmul. NaN or Inf rows are an error: they would rank arbitrarily."""
     t = _to_tensor(x, name, device)
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D [num_items, dim], got shape {tuple(t.shape)}")
     if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
+    check_finite_rows(t, name)
     return t
 
 

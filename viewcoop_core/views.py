@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from viewcoop_core.arrays import as_numpy
 from viewcoop_core.data.masks import load_mask
 from viewcoop_core.vocabulary import (
     MASK_LABELS,
@@ -79,7 +80,7 @@ def resize_mask(mask: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask)
+    mask = as_numpy(mask, "mask")
     if mask.ndim != 2:
         raise ValueError(
             f"a view mask must be single-channel [H, W], got an array of shape {mask.shape}"
@@ -154,7 +155,7 @@ def counts_to_ratios(counts: np.ndarray) -> np.ndarray:
     Rows without any foreground get ``EMPTY_MASK_RATIOS`` (0.25 each): the prompt
     still needs four numbers, and a uniform split states no view preference.
     """
-    counts = np.asarray(counts, dtype=np.float64)
+    counts = as_numpy(counts, "counts").astype(np.float64)
     totals = counts.sum(axis=-1, keepdims=True)
     empty = totals == 0
     ratios = counts / np.where(empty, 1.0, totals)
@@ -199,7 +200,7 @@ def ratios_to_percent(ratios: np.ndarray) -> np.ndarray:
     Returns:
         [..., 4] int64.
     """
-    ratios = np.asarray(ratios, dtype=np.float64)
+    ratios = as_numpy(ratios, "ratios").astype(np.float64)
     if ratios.ndim == 0 or ratios.shape[-1] != len(VIEW_NAMES):
         raise ValueError(f"ratios must have shape [..., {len(VIEW_NAMES)}], got {ratios.shape}")
     if not np.all(np.isfinite(ratios)) or np.any(ratios < 0):

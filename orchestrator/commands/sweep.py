@@ -9,20 +9,22 @@ from orchestrator.console import console
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep.grid import parse_grid_options
-    from orchestrator.sweep.report import rich_summary_table
-    from orchestrator.sweep.run import run_sweep
-    from orchestrator.train import tracking_ui_hint
+    from orchestrator.sweep.plan import plan_sweep
 
-    outcome = run_sweep(
+    # Every point, the data and the folder are checked before Ray and MLflow are imported.
+    draft = plan_sweep(
         args.config,
         args.overrides,
         profile=args.profile,
         grid_axes=parse_grid_options(args.grid or []),
         name=args.name,
         resume=args.resume,
-        num_cpus=args.num_cpus,
-        max_concurrent=args.max_concurrent,
     )
+    from orchestrator.sweep.report import rich_summary_table
+    from orchestrator.sweep.run import execute_sweep
+    from orchestrator.train import tracking_ui_hint
+
+    outcome = execute_sweep(draft, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent)
     title = f"sweep {outcome.name} (mAP / Rank-k in % at the last epoch, * = best mAP)"
     console.print(rich_summary_table(outcome.rows, outcome.columns, title))
     console.print(f"sweep folder:      {outcome.sweep_dir}")

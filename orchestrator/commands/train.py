@@ -28,17 +28,21 @@ def print_training_outcome(outcome) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
-    from orchestrator.train import run_training
+    from orchestrator.prepare import prepare_run
 
     cfg = load_config(args.config, args.overrides, profile=args.profile)
-    outcome = run_training(cfg, run_name=args.run_name, num_cpus=args.num_cpus)
+    # Config, data and run folder are checked before Ray, MLflow and torch are imported.
+    prepared = prepare_run(cfg, run_name=args.run_name)
+    from orchestrator.train import run_prepared
+
+    outcome = run_prepared(prepared, num_cpus=args.num_cpus)
     print_training_outcome(outcome)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
-    from orchestrator.train import run_training
+    from orchestrator.prepare import prepare_run
 
     cfg = load_config(DEMO_CONFIG, args.overrides)
     console.print(
@@ -46,7 +50,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"(prompt={cfg.prompt.variant}, losses={'+'.join(cfg.loss.terms)}, tau={cfg.graph.tau}), "
         f"{cfg.ray.num_workers} Ray Train workers, {cfg.train.epochs} epochs"
     )
-    outcome = run_training(cfg, run_name=args.run_name, num_cpus=args.num_cpus)
+    prepared = prepare_run(cfg, run_name=args.run_name)
+    from orchestrator.train import run_prepared
+
+    outcome = run_prepared(prepared, num_cpus=args.num_cpus)
     print_training_outcome(outcome)
     return 0
 

@@ -27,6 +27,7 @@ config. Finished trials are kept; errored and unfinished ones run again, and sin
 point's run name is stable, its training continues from its last Train checkpoint and
 its MLflow child run.
 
-``grid.py`` (Ray-free), ``resources.py``, ``trainable.py`` (Tune), ``parent_run.py``
+``grid.py`` (Ray-free), ``plan.py`` (everything before Ray: validation, data check,
+the folder; Ray-free), ``resources.py``, ``trainable.py`` (Tune), ``parent_run.py``
 (MLflow), ``report.py`` (tables, CSV, plots), ``run.py`` (the whole sweep).
 """

@@ -25,12 +25,14 @@ class SweepPlan:
     """What every trial needs, shipped to it by ``tune.with_parameters``.
 
     ``configs``: slug -> the point's resolved config tree (absolute paths, the sweep's
-    tracking URI, Train storage under the sweep folder).
+    tracking URI, Train storage under the sweep folder). ``unchecked``: the points whose
+    data failed the driver's pre-flight; their trials run it again (and fail naming why).
     """
 
     name: str
     parent_run_id: str
     configs: dict[str, dict[str, Any]]
+    unchecked: frozenset[str] = frozenset()
 
     def run_name(self, slug: str) -> str:
         return f"{self.name}-{slug}"
@@ -50,6 +52,8 @@ def sweep_trial(config: dict[str, Any], plan: SweepPlan) -> dict[str, Any]:
         run_name=plan.run_name(slug),
         parent_run_id=plan.parent_run_id,
         callbacks=[TuneReportCallback()],
+        # The driver checked the data and pinned the skip list, or found it bad.
+        check_data=slug in plan.unchecked,
     )
     final = outcome.history[-1] if outcome.history else {}
     return {**final, "mlflow_run_id": outcome.mlflow_run_id or ""}

@@ -62,7 +62,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
 
 def test_a_plain_pickle_that_would_run_code_is_refused(tmp_path):
     flag = tmp_path / "code-ran"
-    (tmp_path / CHECKPOINT_FILE).write_bytes(pickle.dumps(RunsCode(flag)))
+    (tmp_path / CHECKPOINT_FILE).write_bytes(pickle.dumps(RunsCode(flag), protocol=2))
     with pytest.raises(CheckpointError, match=str(tmp_path)):
         read_checkpoint(tmp_path)
     assert not flag.exists()

@@ -1,5 +1,6 @@
 """Config composition: defaults < YAML < profile < dotted overrides, validated by field name."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,67 @@ def test_core_never_imports_ray():
         "assert 'ray' not in sys.modules, [k for k in sys.modules if k.startswith('ray')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("ray.num_workers=0", "ray.num_workers"),
+        ("ray.num_workers=-3", "ray.num_workers"),
+        ("ray.cpus_per_worker=0", "ray.cpus_per_worker"),
+        ("ray.max_failures=-2", "ray.max_failures"),
+        ("ray.actor_num_gpus=-1", "ray.actor_num_gpus"),
+        ("ray.address=''", "ray.address"),
+        ("model.image_size=0", "model.image_size"),
+        ("model.image_size=-16", "model.image_size"),
+        ("data.num_workers=-1", "data.num_workers"),
+        ("data.max_skipped_fraction=1", "data.max_skipped_fraction"),
+        ("data.root=''", "data.root"),
+        ("train.extract_batch_size=0", "train.extract_batch_size"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.num_instances=0", "train.num_instances"),
+        ("train.seed=-1", "train.seed"),
+        ("train.figure_samples=0", "train.figure_samples"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.prompt_lr=0", "optim.prompt_lr"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay"),
+        ("optim.step_size=0", "optim.step_size"),
+        ("optim.gamma=0", "optim.gamma"),
+        ("loss.temperature=0", "loss.temperature"),
+        ("loss.momentum=1.5", "loss.momentum"),
+        ("loss.margin=-0.3", "loss.margin"),
+        ("tracking.experiment=''", "tracking.experiment"),
+        ("name=a/b", "name"),
+    ],
+)
+def test_impossible_settings_of_every_section_name_the_field(override, field):
+    """Each was accepted before (num_instances=0 then crashed with ZeroDivisionError)."""
+    with pytest.raises(ConfigError, match=r"(^|\W)" + re.escape(field) + "="):
+        load_config(overrides=[override])
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: 3\n  iters: [1, 2\nmodel: {}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4:6: invalid YAML"):
+        load_config(path)
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("train.epochs: 1\n\tbad: tab\n")
+    path.write_text("profiles: {cpu: profile.yaml}\n")
+    with pytest.raises(ConfigError, match=rf"^{profile}:2:1: invalid YAML"):
+        load_config(path, profile="cpu")
+
+
+def test_a_python_tag_is_refused_by_file_and_line_and_never_run(tmp_path):
+    witness = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"train:\n  epochs: !!python/object/apply:os.system ['touch {witness}']\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:2:11: .*python/object/apply:os.system"):
+        load_config(path)
+    assert not witness.exists()
+
+
+def test_an_override_that_is_not_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"override 'graph.tau=\[1': the value is not valid YAML"):
+        load_config(overrides=["graph.tau=[1"])

@@ -107,7 +107,9 @@ def test_shared_inputs_are_prepared_once_on_the_driver(tmp_path, monkeypatch):
         calls.append((Path(cache_dir), spec.image_size))
         return Path(cache_dir) / "clip.pt"
 
-    monkeypatch.setattr("orchestrator.train.ensure_pretrained_tiny_clip", fake_pretraining)
+    monkeypatch.setattr(
+        "viewcoop_core.synthetic.weights.ensure_pretrained_tiny_clip", fake_pretraining
+    )
     base = {**TINY_SET, "data.root": str(tmp_path / "syn"), "model.synthetic_pretrain": True}
     configs = {
         "a": load_config(None, {**base, "graph.tau": "0"}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from viewcoop_core.arrays import feature_matrix
 from viewcoop_core.clustering.dbscan import BACKENDS, available_backends, dbscan
 from viewcoop_core.clustering.jaccard import jaccard_distance
 from viewcoop_core.clustering.knn import nearest_neighbour_ranks
@@ -35,17 +36,25 @@ def _edge_threshold(eps: float) -> float:
     return min(1.0, float(above))
 
 
-def pseudo_labels(features: Tensor, config: ClusterConfig | None = None) -> np.ndarray:
+def pseudo_labels(features: Tensor | np.ndarray, config: ClusterConfig | None = None) -> np.ndarray:
     """Cluster features into pseudo-identities: Jaccard distance, then DBSCAN.
 
     Args:
-        features: (N, D) float tensor; computed on its device.
+        features: (N, D) floats as a torch tensor (computed on its device), a NumPy or
+            CuPy array or a nested list; every value finite.
         config: eps (DBSCAN radius on the Jaccard distance, in (0, 1)), min_samples,
             k1, k2 and the DBSCAN backend; ``ClusterConfig()`` when None.
 
     Returns:
         (N,) int64 labels, -1 for outliers.
+
+    Raises:
+        TypeError: ``features`` of another kind; ValueError: not 2-D, or rows with NaN
+        or Inf (counted in the message: they would make every sample an outlier).
     """
+    features = feature_matrix(features, "features")
+    if config is not None and not isinstance(config, ClusterConfig):
+        raise TypeError(f"config must be a ClusterConfig or None, got {type(config).__name__}")
     config = config or ClusterConfig()
     distances = jaccard_distance(
         features, k1=config.k1, k2=config.k2, max_distance=_edge_threshold(config.eps)

@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from viewcoop_core.data.masks import attach_masks
+from viewcoop_core.config import DataConfig
+from viewcoop_core.data.masks import attach_masks, existing_mask_names
 from viewcoop_core.data.types import ReidDataset, ReidSample
 
 logger = logging.getLogger(__name__)
@@ -81,13 +82,17 @@ def _resolve_root(root: str | os.PathLike[str], dataset: str, layout: str) -> Pa
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name; other files (.txt, .xml) skipped."""
+    return [folder / name for name in image_names(folder)]
+
+
+def image_names(folder: Path) -> list[str]:
+    """The names of ``list_images``, as strings (pathlib costs ~50 us a file; VeRi has 51k)."""
     with os.scandir(folder) as entries:
-        names = sorted(
+        return sorted(
             entry.name
             for entry in entries
-            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            if "." + entry.name.rpartition(".")[2].lower() in IMAGE_SUFFIXES and entry.is_file()
         )
-    return [folder / name for name in names]
 
 
 def parse_veri_name(name: str | os.PathLike[str], max_cam: int | None = None) -> tuple[int, int]:
@@ -96,7 +101,7 @@ def parse_veri_name(name: str | os.PathLike[str], max_cam: int | None = None) ->
     ``0001_c001_00016450_0.jpg`` -> ``(1, 0)``. Cameras are numbered from 1 in the
     names; ``max_cam`` (20 for VeRi-776) bounds them when the camera count is known.
     """
-    match = VERI_NAME_PATTERN.fullmatch(Path(name).stem)
+    match = VERI_NAME_PATTERN.fullmatch(os.path.splitext(os.path.basename(name))[0])
     if match is None:
         raise DatasetFormatError(f"{name}: file name does not match {VERI_NAME_FORMAT}")
     pid, cam = int(match["pid"]), int(match["cam"])
@@ -115,13 +120,17 @@ def relabel_pids(samples: Sequence[ReidSample]) -> list[ReidSample]:
 def _read_veri_split(
     folder: Path, dataset: str, layout: str, max_cam: int | None
 ) -> list[ReidSample]:
-    images = list_images(_require_dir(folder, dataset, layout))
-    if not images:
+    names = image_names(_require_dir(folder, dataset, layout))
+    if not names:
         raise DatasetLayoutError(f"{dataset}: {folder} holds no images. Expected layout:\n{layout}")
+    prefix = os.path.join(folder, "")
     samples = []
-    for path in images:
-        pid, camid = parse_veri_name(path, max_cam=max_cam)
-        samples.append(ReidSample(path=str(path), pid=pid, camid=camid))
+    for name in names:
+        match = VERI_NAME_PATTERN.fullmatch(name.rpartition(".")[0])
+        cam = int(match["cam"]) if match else 0
+        if cam < 1 or (max_cam is not None and cam > max_cam):
+            parse_veri_name(prefix + name, max_cam=max_cam)  # raises, naming the file
+        samples.append(ReidSample(path=prefix + name, pid=int(match["pid"]), camid=cam - 1))
     return samples
 
 
@@ -143,12 +152,13 @@ def _load_veri_layout(root: Path, dataset: str, layout: str, max_cam: int | None
 def _with_masks(dataset: ReidDataset, masks_dir: Path, eval_masks_required: bool) -> ReidDataset:
     # Training builds the view prompt from every image's mask; evaluation ranks image
     # features only, so eval masks are attached when present and not demanded.
+    present = existing_mask_names(masks_dir)  # one listing for the four splits
     return dataclasses.replace(
         dataset,
-        train=attach_masks(dataset.train, masks_dir, required=True),
-        query=attach_masks(dataset.query, masks_dir, required=eval_masks_required),
-        gallery=attach_masks(dataset.gallery, masks_dir, required=eval_masks_required),
-        test=attach_masks(dataset.test, masks_dir, required=eval_masks_required),
+        train=attach_masks(dataset.train, masks_dir, True, present),
+        query=attach_masks(dataset.query, masks_dir, eval_masks_required, present),
+        gallery=attach_masks(dataset.gallery, masks_dir, eval_masks_required, present),
+        test=attach_masks(dataset.test, masks_dir, eval_masks_required, present),
     )
 
 
@@ -279,3 +289,43 @@ def build_dataset(name: str, root: str | os.PathLike[str], **kwargs: object) -> 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root, **kwargs)
+
+
+def load_dataset(data: DataConfig) -> ReidDataset:
+    """The configured dataset, with its view masks attached where a folder is given and
+    the training images of ``data.skip_list`` left out (ids relabelled after)."""
+    kwargs = {}
+    if data.dataset == "vehicleid":
+        kwargs["test_size"] = data.vehicleid_test_size
+    if data.masks_dir and data.dataset != "synthetic":
+        kwargs["masks_dir"] = data.masks_dir
+    dataset = build_dataset(data.dataset, data.root, **kwargs)
+    if data.skip_list:
+        dataset = without_skipped(dataset, read_skip_list(data.skip_list))
+    return dataset
+
+
+def read_skip_list(path: str | os.PathLike[str]) -> set[str]:
+    """The image paths (or bare file names) of a skip list, one per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"data.skip_list={str(path)!r} does not exist: it names a text file listing "
+            "training images to leave out, one path per line"
+        )
+    # A line may carry the reason after a tab (the pre-flight writes "path<TAB>why").
+    return {line.split("\t")[0].strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def without_skipped(dataset: ReidDataset, skipped: set[str]) -> ReidDataset:
+    """``dataset`` without the training images named in ``skipped`` (path or file name).
+
+    Only training images are ever skipped: the query and gallery make the test protocol.
+    """
+    train = [s for s in dataset.train if s.path not in skipped and Path(s.path).name not in skipped]
+    logger.info(
+        "leaving out %d training image(s) of the skip list (%d entries)",
+        len(dataset.train) - len(train),
+        len(skipped),
+    )
+    return dataclasses.replace(dataset, train=relabel_pids(train))

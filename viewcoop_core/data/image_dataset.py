@@ -14,6 +14,29 @@ from viewcoop_core.data.types import ReidSample
 Transform = Callable[[Image.Image], torch.Tensor]
 
 
+class ImageReadError(OSError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+def read_rgb(path: str) -> Image.Image:
+    """The decoded image at ``path`` as RGB; ``ImageReadError`` naming the file otherwise.
+
+    The pre-flight (``data.preflight``) checks headers and end markers, not every
+    pixel, so a file damaged in the middle, or after the check, fails here: PIL's own
+    message ("image file is truncated") names no file, and inside a DataLoader worker
+    nothing else would.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "cannot decode"
+        raise ImageReadError(
+            f"cannot decode image {path}: {exc}. Replace or remove the file; the pre-flight "
+            "check before a run skips unreadable training images and stops on unreadable "
+            "query/gallery images"
+        ) from exc
+
+
 def pil_to_float_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> ``float32[3, H, W]`` in [0, 1]."""
     array = np.array(image, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
@@ -38,8 +61,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         sample = self.samples[index]
-        with Image.open(sample.path) as image:
-            rgb = image.convert("RGB")
+        rgb = read_rgb(sample.path)
         return {
             "image": self.transform(rgb),
             "index": index,

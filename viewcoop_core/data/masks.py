@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from viewcoop_core.data.types import ReidSample
-from viewcoop_core.vocabulary import MASK_LEGEND, NUM_MASK_LABELS
+from viewcoop_core.vocabulary import MASK_LEGEND, NUM_MASK_LABELS, needs_view_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +30,15 @@ class MissingMasksError(FileNotFoundError):
 
 def mask_path_for(masks_dir: str | os.PathLike[str], image_path: str | os.PathLike[str]) -> Path:
     """The mask of ``image_path``: ``masks_dir/<image stem>.png``."""
-    return Path(masks_dir) / f"{Path(image_path).stem}.png"
+    return Path(masks_dir) / mask_name(image_path)
 
 
-def _existing_mask_names(masks_dir: Path) -> set[str]:
+def mask_name(image_path: str | os.PathLike[str]) -> str:
+    """``<image stem>.png`` (string operations: this runs once per image of a dataset)."""
+    return os.path.splitext(os.path.basename(image_path))[0] + ".png"
+
+
+def existing_mask_names(masks_dir: Path) -> set[str]:
     # One directory listing instead of one stat per image: VehicleID has 100k+ images.
     if not masks_dir.is_dir():
         return set()
@@ -60,23 +65,27 @@ def attach_masks(
     samples: Sequence[ReidSample],
     masks_dir: str | os.PathLike[str],
     required: bool = True,
+    present: set[str] | None = None,
 ) -> list[ReidSample]:
     """Copies of ``samples`` with ``mask_path`` set to ``masks_dir/<image stem>.png``.
 
     With ``required=True`` every sample must have its mask, else ``MissingMasksError``
     says how many are missing and where masks come from. With ``required=False``
-    samples without a mask keep ``mask_path=None``.
+    samples without a mask keep ``mask_path=None``. ``present``: the names in
+    ``masks_dir`` when the caller listed it already.
     """
     masks_dir = Path(masks_dir)
-    present = _existing_mask_names(masks_dir)
+    if present is None:
+        present = existing_mask_names(masks_dir)
     attached: list[ReidSample] = []
     missing: list[Path] = []
     for sample in samples:
-        mask_path = mask_path_for(masks_dir, sample.path)
-        if mask_path.name in present:
-            attached.append(dataclasses.replace(sample, mask_path=str(mask_path)))
+        name = mask_name(sample.path)
+        if name in present:
+            mask_path = os.path.join(masks_dir, name)
+            attached.append(dataclasses.replace(sample, mask_path=mask_path))
         else:
-            missing.append(mask_path)
+            missing.append(masks_dir / name)
             attached.append(sample)
     if missing and required:
         raise MissingMasksError(_missing_masks_message(missing, len(samples), masks_dir))
@@ -91,22 +100,50 @@ def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a view mask as ``uint8[H, W]`` with values in 0..4 (see ``vocabulary.MASK_LABELS``).
 
     Palette PNGs are read as their palette indices, which is how label maps are
-    usually saved; RGB images are refused rather than guessed at.
+    usually saved; RGB images are refused rather than guessed at. Raises ``ValueError``
+    naming the file for anything else, an unreadable file included.
     """
-    with Image.open(path) as image:
-        mask = np.asarray(image)
+    try:
+        with Image.open(path) as image:
+            mask = np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "cannot decode"
+        raise ValueError(f"view mask {path} cannot be read as an image: {exc}") from exc
+    problem = mask_array_problem(mask)
+    if problem:
+        raise ValueError(f"view mask {path} {problem}")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def mask_array_problem(mask: np.ndarray) -> str | None:
+    """What is wrong with a decoded mask ``[H, W]`` (shape, dtype, values), or None."""
     if mask.ndim != 2:
-        raise ValueError(
-            f"view mask {path} has shape {mask.shape}; expected a single-channel image "
-            f"(H, W) with values {MASK_LEGEND}"
+        return (
+            f"has shape {mask.shape}; expected a single-channel image (H, W) with values "
+            f"{MASK_LEGEND}"
         )
     if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
-        raise ValueError(f"view mask {path} has dtype {mask.dtype}; expected integer labels")
-    values = np.unique(mask)
-    invalid = values[(values < 0) | (values >= NUM_MASK_LABELS)]
-    if invalid.size:
-        raise ValueError(
-            f"view mask {path} contains values {invalid.tolist()} outside 0..{NUM_MASK_LABELS - 1}; "
+        return f"has dtype {mask.dtype}; expected integer labels"
+    # min/max first: one pass each, and the common case needs nothing else.
+    if mask.size and (mask.min() < 0 or mask.max() >= NUM_MASK_LABELS):
+        values = np.unique(mask)
+        invalid = values[(values < 0) | (values >= NUM_MASK_LABELS)]
+        return (
+            f"contains values {invalid.tolist()} outside 0..{NUM_MASK_LABELS - 1}; "
             f"expected {MASK_LEGEND}"
         )
-    return np.ascontiguousarray(mask, dtype=np.uint8)
+    return None
+
+
+def require_view_masks(samples: Sequence[ReidSample], variant: str) -> None:
+    """Raise unless every training sample has a view mask, when prompt ``variant`` states
+    view proportions (``FileNotFoundError`` naming how many lack one and the way out)."""
+    if not needs_view_ratios(variant):
+        return
+    missing = [s.path for s in samples if s.mask_path is None]
+    if missing:
+        raise MissingMasksError(
+            f"prompt variant {variant!r} needs a view mask for every training image; "
+            f"{len(missing)} of {len(samples)} have none (first: {missing[0]}). "
+            "Set data.masks_dir to a folder of <image stem>.png masks (0 background, 1 front, "
+            "2 back, 3 top, 4 side) or use a prompt variant without view clauses."
+        )

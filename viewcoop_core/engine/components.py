@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from viewcoop_core.config import DataConfig, ExperimentConfig
-from viewcoop_core.data.datasets import build_dataset
+from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.data.datasets import load_dataset
+from viewcoop_core.data.masks import require_view_masks
 from viewcoop_core.data.transforms import build_test_transform, build_train_transform
 from viewcoop_core.data.types import ReidDataset
 from viewcoop_core.losses import ViewCoOpLoss
@@ -39,30 +40,13 @@ class Components:
     test_transform: Callable
 
 
-def load_dataset(data: DataConfig) -> ReidDataset:
-    """The configured dataset, with its view masks attached where a folder is given."""
-    kwargs = {}
-    if data.dataset == "vehicleid":
-        kwargs["test_size"] = data.vehicleid_test_size
-    if data.masks_dir and data.dataset != "synthetic":
-        kwargs["masks_dir"] = data.masks_dir
-    return build_dataset(data.dataset, data.root, **kwargs)
-
-
 def train_view_percent(
     dataset: ReidDataset, variant: str, patch_size: int | None, image_size: int
 ) -> Tensor:
     """int64[N, 4] whole-percent view proportions of the training images (zeros when unused)."""
     if not needs_view_ratios(variant):
         return torch.zeros(len(dataset.train), 4, dtype=torch.long)
-    missing = [s.path for s in dataset.train if s.mask_path is None]
-    if missing:
-        raise FileNotFoundError(
-            f"prompt variant {variant!r} needs a view mask for every training image; "
-            f"{len(missing)} of {len(dataset.train)} have none (first: {missing[0]}). "
-            "Set data.masks_dir to a folder of <image stem>.png masks (0 background, 1 front, "
-            "2 back, 3 top, 4 side) or use a prompt variant without view clauses."
-        )
+    require_view_masks(dataset.train, variant)
     ratios = compute_view_ratios(
         [s.mask_path for s in dataset.train], patch_size, (image_size, image_size)
     )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from viewcoop_core.arrays import as_numpy
 from viewcoop_core.graph.labels import index_tensor, is_cupy
 from viewcoop_core.vocabulary import DEFAULT_TAU, DIC_VALUES, parse_tau
 
@@ -35,6 +36,8 @@ def graph_edges(
     Returns:
         [B, M] bool array of the same library and device as ``dic``.
     """
+    if not (isinstance(dic, (np.ndarray, torch.Tensor)) or is_cupy(dic)):
+        dic = as_numpy(dic, "dic")  # a list; anything else is a TypeError
     accepted = parse_tau(tau)
     rejected = set(DIC_VALUES) - accepted
     if not rejected:

@@ -10,11 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from viewcoop_core.arrays import as_numpy, is_cupy
+
 OUTLIER = -1
-
-
-def is_cupy(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
 
 
 def check_labels(y: Any, name: str, n: int | None = None) -> None:
@@ -47,11 +45,7 @@ def index_tensor(index: Any, device: torch.device) -> torch.Tensor:
 
 
 def numpy_labels(y: Any, name: str) -> np.ndarray:
-    if isinstance(y, torch.Tensor):
-        y = y.detach().cpu().numpy()
-    elif is_cupy(y):
-        y = y.get()
-    y = np.asarray(y)
+    y = as_numpy(y, name)  # a TypeError for what is no array
     if y.dtype.kind not in "iu":
         raise ValueError(f"{name} must hold integer cluster labels, got dtype {y.dtype}")
     return y

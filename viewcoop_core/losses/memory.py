@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from viewcoop_core.arrays import as_tensor
+
 logger = logging.getLogger(__name__)
 
 IGNORE_LABEL = -1
@@ -34,7 +36,13 @@ def cluster_centroids(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]
         centroids: [C, D], same dtype/device as ``features``, C = max(label) + 1
         (0 when every label is -1). A cluster id with no member gets a zero row.
         counts: long [C], members per cluster.
+
+    Both inputs may also be NumPy arrays (or lists); anything else is a TypeError.
     """
+    features = as_tensor(features, "features")
+    labels = as_tensor(labels, "labels").to(features.device)
+    if not features.is_floating_point():
+        features = features.float()
     labels = _as_labels(features, labels)
     num_clusters = _label_range(labels)[1] + 1
     valid = labels != IGNORE_LABEL
