@@ -149,12 +149,29 @@ def _eps_graph(distances: sp.csr_matrix, eps: float) -> _EpsGraph:
     )
 
 
+def _rows_sorted_by_distance(distances: sp.csr_matrix) -> sp.csr_matrix:
+    """The same matrix with each row's entries ordered by distance (ties by column).
+
+    scikit-learn wants precomputed sparse rows in that order and otherwise re-sorts them
+    row by row in Python (half of its DBSCAN time at N = 10,000). Labels do not depend
+    on the order within a row.
+    """
+    rows = np.repeat(np.arange(distances.shape[0], dtype=np.int64), np.diff(distances.indptr))
+    # Non-negative float32 distances order like their bit patterns; one int64 argsort.
+    bits = distances.data.astype(np.float32).view(np.int32).astype(np.int64)
+    order = np.argsort((rows << 32) | bits, kind="stable")
+    return sp.csr_matrix(
+        (distances.data[order], distances.indices[order], distances.indptr),
+        shape=distances.shape,
+    )
+
+
 def _dbscan_sklearn(distances: sp.csr_matrix, eps: float, min_samples: int) -> np.ndarray:
     """scikit-learn DBSCAN on the sparse matrix: absent entries are not neighbours."""
     from sklearn.cluster import DBSCAN
 
     model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed")
-    return model.fit(distances).labels_.astype(np.int64)
+    return model.fit(_rows_sorted_by_distance(distances)).labels_.astype(np.int64)
 
 
 def _torch_device() -> torch.device:

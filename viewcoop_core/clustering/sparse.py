@@ -55,9 +55,10 @@ def segment_positions(starts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     segment = torch.repeat_interleave(
         torch.arange(starts.numel(), device=starts.device), lengths, output_size=total
     )
-    first_of_segment = (lengths.cumsum(0) - lengths)[segment]
-    offset = torch.arange(total, device=starts.device) - first_of_segment
-    return segment, starts[segment] + offset
+    # position = k - (first k of the segment) + start: one gather of a per-segment shift.
+    shift = starts - (lengths.cumsum(0) - lengths)
+    position = torch.arange(total, device=starts.device).add_(shift.index_select(0, segment))
+    return segment, position
 
 
 class BlockAccumulator:
