@@ -41,13 +41,17 @@ from viewcoop_core.clustering.encoding import (
 from viewcoop_core.clustering.join import jaccard_pairs
 from viewcoop_core.clustering.knn import exact_float32_matmul, nearest_neighbour_ranks
 from viewcoop_core.clustering.neighbourhoods import expanded_sets_scipy, expanded_sets_torch
+from viewcoop_core.clustering.threads import single_threaded_ops
 
 logger = logging.getLogger(__name__)
 
-# Cap on (i, j, l) triples (torch join) or pair entries (SciPy join) expanded at once in
-# the min-sum join (~70 bytes of temporaries each, so ~140 MiB per block at the cap).
+# Cap on entries expanded at once by a block of the query expansion and the join ((i, j, l)
+# triples or pair entries; ~70 bytes of temporaries each, so ~140 MiB per CPU block). On
+# CUDA blocks are this many times larger (fewer kernel launches; memory is plentiful).
 _MAX_JOIN_TRIPLES = 1 << 21
-# Cap on the torch join's dense (rows x N) scratch cells (8 bytes each: 128 MiB at the cap).
+_CUDA_BLOCK_SCALE = 4
+# Cap on the (rows x N) scratch cells of the torch kernels (8 bytes each: 128 MiB on the
+# CPU; on CUDA _CUDA_BLOCK_SCALE times that).
 _MAX_JOIN_SCRATCH = 1 << 24
 # Cap on gathered feature elements per chunk when computing d(i, j) for sparse entries:
 # cache-sized on the CPU (larger chunks measured 2-3x slower), launch-amortising on CUDA.
@@ -119,30 +123,59 @@ def jaccard_distance(
         (N, N) float32 ``scipy.sparse.csr_matrix``, exactly symmetric, every diagonal
         entry stored explicitly as 0. For N <= k1 the neighbour lists are all N points.
     """
+    n = features.shape[0] if features.ndim == 2 else 0
+    timings: dict[str, float] = {}
+    rows, cols, distances = jaccard_upper_pairs(
+        features, k1, k2, max_distance, block_size, device, timings
+    )
+    start = time.perf_counter()
+    matrix = _mirror_to_csr(rows.cpu(), cols.cpu(), distances.cpu(), n)
+    timings["to_csr"] = time.perf_counter() - start
+    logger.debug("jaccard stage seconds: %s", {k: round(t, 3) for k, t in timings.items()})
+    return matrix
+
+
+def jaccard_upper_pairs(
+    features: Tensor,
+    k1: int = 30,
+    k2: int = 6,
+    max_distance: float = 1.0,
+    block_size: int = 1024,
+    device: torch.device | str | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``jaccard_distance``'s pairs, left on the compute device: the upper triangle.
+
+    Arguments as ``jaccard_distance``; ``timings`` (if given) receives seconds per stage.
+
+    Returns:
+        (rows, cols, distances): (P,) int64, int64, float32 on the device, rows <= cols:
+        every (i, i) with distance 0 and every pair i < j with distance < max_distance.
+    """
     _check_jaccard_arguments(features, k1, k2, max_distance)
     n = features.shape[0]
-    if n == 0:
-        return sp.csr_matrix((0, 0), dtype=np.float32)
     device = torch.device(device) if device is not None else features.device
-    timings: dict[str, float] = {}
+    if n == 0:
+        empty = torch.empty(0, dtype=torch.int64, device=device)
+        return empty, empty, empty.float()
+    timings = {} if timings is None else timings
     clock = _StageClock(device, timings)
     with torch.no_grad(), exact_float32_matmul(device):
         x = torch.nn.functional.normalize(features.to(device=device, dtype=torch.float32), dim=1)
         k1_used, _, k2_used = _neighbourhood_sizes(n, k1, k2)
         with clock("knn"):
             ranks = nearest_neighbour_ranks(x, max(k1_used + 1, k2_used), block_size)
-        distances = _jaccard_from_ranks(x, ranks, k1, k2, max_distance, block_size, clock)
-    logger.debug("jaccard stage seconds: %s", {k: round(t, 3) for k, t in timings.items()})
+        upper = _upper_pairs_from_ranks(x, ranks, k1, k2, max_distance, block_size, clock)
     logger.info(
-        "jaccard distance: N=%d k1=%d k2=%d on %s: %d stored pairs, %.2f s",
+        "jaccard distance: N=%d k1=%d k2=%d on %s: %d stored pairs (upper), %.2f s",
         n,
         k1,
         k2,
         device,
-        distances.nnz,
+        upper[0].numel(),
         sum(timings.values()),
     )
-    return distances
+    return upper
 
 
 def _neighbourhood_sizes(n: int, k1: int, k2: int) -> tuple[int, int, int]:
@@ -174,9 +207,26 @@ def _upper_pairs_from_ranks(
     """Everything after the neighbour search, for (N, D) unit features x and (N, K) ranks
     with K >= max(k1 + 1, k2) (clipped to N): the upper-triangle pairs (``join``) on x's
     device."""
+    kernels = _resolve_kernels(kernels, x.device)
+    if kernels == "torch":
+        return _sparse_stages(x, ranks, k1, k2, max_distance, block_size, clock, kernels, 1)
+    with single_threaded_ops() as threads:
+        return _sparse_stages(x, ranks, k1, k2, max_distance, block_size, clock, kernels, threads)
+
+
+def _sparse_stages(
+    x: Tensor,
+    ranks: Tensor,
+    k1: int,
+    k2: int,
+    max_distance: float,
+    block_size: int,
+    clock: _StageClock,
+    kernels: str,
+    threads: int,
+) -> tuple[Tensor, Tensor, Tensor]:
     n = x.shape[0]
     k1_used, k_half, k2_used = _neighbourhood_sizes(n, k1, k2)
-    kernels = _resolve_kernels(kernels, x.device)
     gather = _MAX_GATHER_ELEMENTS.get(x.device.type, _MAX_GATHER_ELEMENTS["cuda"])
     with clock("expansion"):
         if kernels == "scipy":
@@ -184,15 +234,17 @@ def _upper_pairs_from_ranks(
         else:
             rows, cols = expanded_sets_torch(ranks, k1_used, k_half, block_size)
     with clock("weights"):
-        v = gaussian_rows(x, rows, cols, gather)
+        v = gaussian_rows(x, rows, cols, gather, threads)
+    scale = _CUDA_BLOCK_SCALE if x.device.type == "cuda" else 1
+    max_rows = max(1, min(block_size * scale, _MAX_JOIN_SCRATCH * scale // n))
+    max_entries = _MAX_JOIN_TRIPLES * scale
     with clock("query_expansion"):
         if kernels == "scipy":
-            v_qe = query_expansion_scipy(v, ranks, k2_used)
+            v_qe = query_expansion_scipy(v, ranks, k2_used, block_size, threads)
         else:
-            v_qe = query_expansion_torch(v, ranks, k2_used, block_size)
+            v_qe = query_expansion_torch(v, ranks, k2_used, max_rows, max_entries)
     with clock("join"):
-        max_rows = max(1, min(block_size, _MAX_JOIN_SCRATCH // n))
-        upper = jaccard_pairs(v_qe, max_distance, max_rows, _MAX_JOIN_TRIPLES, kernels)
+        upper = jaccard_pairs(v_qe, max_distance, max_rows, max_entries, kernels, threads)
     logger.debug("jaccard: nnz V=%d, V_qe=%d", v.col.numel(), v_qe.col.numel())
     return upper
 

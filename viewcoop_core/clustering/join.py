@@ -32,7 +32,13 @@ import torch
 from torch import Tensor
 
 from viewcoop_core.clustering import join_scipy
-from viewcoop_core.clustering.sparse import SparseRows, row_pointers, segment_positions
+from viewcoop_core.clustering.sparse import (
+    CellScratch,
+    SparseRows,
+    row_blocks,
+    row_pointers,
+    segment_positions,
+)
 
 # Bounds are compared with this margin so float32 rounding never drops a pair.
 BOUND_MARGIN = 1e-4
@@ -93,21 +99,6 @@ def split_heavy(m: SparseRows, budget: float) -> tuple[SparseRows, Tensor]:
     return heavy_part, light_mass
 
 
-def row_blocks(work_per_row: np.ndarray, max_rows: int, max_work: int) -> list[tuple[int, int]]:
-    """[start, stop) blocks of at most max_rows rows and about max_work units of work.
-
-    A row whose own work exceeds max_work still gets a block of its own.
-    """
-    cumulative = np.concatenate([[0], np.cumsum(work_per_row)])
-    blocks, start, n = [], 0, len(work_per_row)
-    while start < n:
-        stop = int(np.searchsorted(cumulative, cumulative[start] + max_work, side="right")) - 1
-        stop = min(max(stop, start + 1), start + max_rows, n)
-        blocks.append((start, stop))
-        start = stop
-    return blocks
-
-
 def _heavy_pairs(
     heavy: SparseRows, light_mass: Tensor, s_min: float, max_rows: int, max_triples: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -131,8 +122,7 @@ def _heavy_pairs(
     suffix_length = column_start.index_select(0, heavy.col + 1) - suffix_start
     work = torch.zeros(n, dtype=torch.int64, device=device)
     work.index_add_(0, entry_row, suffix_length)
-    sums = torch.zeros(max_rows * n, dtype=torch.float32, device=device)
-    owner = torch.empty(max_rows * n, dtype=torch.int32, device=device)
+    scratch = CellScratch(max_rows * n, device)
     threshold = s_min - BOUND_MARGIN
     out_cell, out_sum = [], []
     for start, stop in row_blocks(work.cpu().numpy(), max_rows, max_triples):
@@ -146,20 +136,14 @@ def _heavy_pairs(
             heavy.val[first:last].index_select(0, entry), column_val.index_select(0, where)
         )
         # Cells of the block, row-major: (i - start) * N + j.
-        cell = (i - start).mul_(n).add_(j)
-        sums.index_add_(0, cell, shared)
-        s_hh = sums.index_select(0, cell)
+        cells = (i - start).mul_(n).add_(j)
+        s_hh = scratch.totals(cells, shared)
         bound = s_hh + light_mass.index_select(0, i) + light_mass.index_select(0, j)
-        sums.index_fill_(0, cell, 0.0)
         passing = (bound >= threshold).nonzero().squeeze(1)
-        cell, s_hh = cell.index_select(0, passing), s_hh.index_select(0, passing)
-        # One representative per cell: the triple whose index lands last in `owner`.
-        triple = torch.arange(cell.numel(), dtype=torch.int32, device=device)
-        owner.index_copy_(0, cell, triple)
-        unique = (owner.index_select(0, cell) == triple).nonzero().squeeze(1)
-        cell, order_in_block = cell.index_select(0, unique).sort()
-        out_cell.append(cell + start * n)
-        out_sum.append(s_hh.index_select(0, unique).index_select(0, order_in_block))
+        cells, s_hh = cells.index_select(0, passing), s_hh.index_select(0, passing)
+        kept = scratch.one_per_cell(cells)
+        out_cell.append(cells.index_select(0, kept) + start * n)
+        out_sum.append(s_hh.index_select(0, kept))
     if not out_cell:
         empty = torch.empty(0, dtype=torch.int64, device=device)
         return empty, empty, empty.float()
@@ -241,6 +225,7 @@ def jaccard_pairs(
     max_rows: int,
     max_triples: int,
     kernel: str = "torch",
+    threads: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Jaccard distances D(i, j) < max_distance for j > i, plus every (i, i) with D = 0.
 
@@ -249,8 +234,8 @@ def jaccard_pairs(
         max_distance: in (0, 1]; 1 keeps every pair that shares a column.
         max_rows: rows per block (torch: of the (rows x N) scratch; scipy: per product).
         max_triples: about how many enumerated entries a block may hold.
-        kernel: "torch" (m's device) or "scipy" (CPU, threaded). Without a distance cut
-            (max_distance = 1) nothing prunes and the torch kernel runs.
+        kernel: "torch" (m's device) or "scipy" (CPU, on ``threads`` threads). Without a
+            distance cut (max_distance = 1) nothing prunes and the torch kernel runs.
 
     Returns:
         (rows, cols, distances): int64, int64, float32 tensors on m's device.
@@ -258,7 +243,6 @@ def jaccard_pairs(
     n = m.num_rows
     device = m.val.device
     if kernel == "scipy" and light_budget(max_distance) > 0:
-        threads = torch.get_num_threads()
         i, j, shared = join_on_cpu(m, max_distance, max_rows, max_triples, threads)
     else:
         i, j, shared = join_by_triples(m, max_distance, max_rows, max_triples)

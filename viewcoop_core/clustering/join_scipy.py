@@ -14,28 +14,13 @@ SciPy's sparse kernels release the GIL, so row chunks run in ``threads`` threads
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from viewcoop_core.clustering.sparse import SparseRows
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
-    """``[fn(x) for x in items]``, on ``threads`` threads when more than one."""
-    items = list(items)
-    if threads <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(fn, items))
+from viewcoop_core.clustering.threads import chunks, thread_map
 
 
 def to_scipy(m: SparseRows, values: Tensor | None = None) -> sp.csr_matrix:
@@ -43,10 +28,6 @@ def to_scipy(m: SparseRows, values: Tensor | None = None) -> sp.csr_matrix:
     n = m.num_rows
     data = (m.val if values is None else values).numpy()
     return sp.csr_matrix((data, m.col.numpy(), m.crow.numpy()), shape=(n, n))
-
-
-def _chunks(n: int, rows: int) -> list[tuple[int, int]]:
-    return [(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
 def candidate_pairs(
@@ -74,7 +55,7 @@ def candidate_pairs(
         keep = (j > i) & (product.data + lam[i] + lam[j] >= s_min - margin)
         return i[keep], j[keep]
 
-    parts = thread_map(chunk, _chunks(n, chunk_rows), threads)
+    parts = thread_map(chunk, chunks(n, chunk_rows), threads)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -96,5 +77,5 @@ def exact_shared_mass(
         sums.index_add_(0, torch.from_numpy(pair), torch.from_numpy(shared.data))
         return sums
 
-    parts = thread_map(chunk, _chunks(len(i), chunk_pairs), threads)
+    parts = thread_map(chunk, chunks(len(i), chunk_pairs), threads)
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32)
