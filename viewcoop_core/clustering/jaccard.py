@@ -3,9 +3,15 @@
 The Jaccard distance is the k-reciprocal re-ranking distance of Zhong et al. (CVPR 2017)
 as Cluster Contrast uses it for clustering (``compute_jaccard_distance``, no
 lambda-mixing with the original distance). It is computed exactly, but never as an
-N x N dense matrix: every intermediate is a sparse row set of O(N * k) entries, and the
-min-sum join is done in row blocks whose scratch space is ``rows x N`` floats plus a
-bounded number of (i, j) pair entries. The same torch code runs on CPU and CUDA.
+N x N dense matrix: every intermediate is a sparse row set of O(N * k) entries.
+
+Stages (timed, logged at DEBUG): ``knn`` (blocked matmul + top-k, ``knn.py``: the floor),
+``expansion`` (E(i), ``neighbourhoods.py``), ``weights`` and ``query_expansion`` (V and
+V_qe, ``encoding.py``), ``join`` (the min-sum, pruned exactly by a heavy/light bound,
+``join.py``). Each sparse stage has two kernels with bit-for-bit the same output: torch
+(any device; the only one on CUDA) and, on the CPU, SciPy's compiled sparse products,
+run in row chunks on Python threads (``threads.py``; torch's own threads measured slower
+there). The CPU path gives the same matrix, value for value, as the unpruned torch path.
 
 Math, for L2-normalised features and d(i, j) = ||x_i - x_j||^2 = 2 - 2 cos(x_i, x_j):
 
@@ -17,8 +23,6 @@ Math, for L2-normalised features and d(i, j) = ||x_i - x_j||^2 = 2 - 2 cos(x_i, 
 - V_qe[i] = mean of V[j] over j in ranks[i, :k2] (query expansion).
 - D(i, j) = 1 - S / (2 - S), S = sum_l min(V_qe[i, l], V_qe[j, l]); D = 1 where the rows
   share no column, and those pairs are not stored.
-
-DBSCAN backends (``dbscan(..., backend=...)``) share one seam: ``"sklearn"`` (reference),
 """
 
 from __future__ import annotations
