@@ -53,6 +53,21 @@ def load_experiment(config: str, overrides: list[str]):
     return cfg
 
 
+def method_state(comps, cfg, loss_fn, device: torch.device):
+    """The method's ``TrainState``: the run's model, Adam as the engine builds it."""
+    from viewcoop_core.engine.train import TrainState, build_optimizer
+
+    return TrainState(
+        comps.model,
+        loss_fn,
+        build_optimizer(comps.model, cfg.optim, cfg.train, device),
+        device,
+        tau=tuple(cfg.graph.tau),
+        amp=cfg.train.amp,
+        with_text=comps.model.train_text,
+    )
+
+
 def contiguous(labels: np.ndarray) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
@@ -63,8 +78,6 @@ def training_section(config: str, overrides: list[str], steps: int, device: str)
     from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
     from viewcoop_core.engine.train import (
         EpochLabels,
-        TrainState,
-        build_optimizer,
         epoch_clause_order,
         pk_loader,
         train_step,
@@ -97,15 +110,7 @@ def training_section(config: str, overrides: list[str], steps: int, device: str)
     batches = list(
         pk_loader(samples, labels, comps.train_transform, cfg.train.batch_size, cfg.train, 0, 1, 0)
     )
-    state = TrainState(
-        comps.model,
-        loss_fn,
-        build_optimizer(comps.model, cfg.optim, cfg.train, dev),
-        dev,
-        tau=tuple(cfg.graph.tau),
-        amp=cfg.train.amp,
-        with_text=comps.model.train_text,
-    )
+    state = method_state(comps, cfg, loss_fn, dev)
     epoch_labels = EpochLabels(label_t, label_t)
     comps.model.train()
     for batch in batches[:warmup]:
@@ -267,8 +272,6 @@ def plain_epoch_seconds(cfg, threads: int) -> dict:
     from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
     from viewcoop_core.engine.train import (
         EpochLabels,
-        TrainState,
-        build_optimizer,
         epoch_clause_order,
         pk_loader,
         train_epoch,
@@ -298,15 +301,7 @@ def plain_epoch_seconds(cfg, threads: int) -> dict:
                 torch.as_tensor(result.img_centroids), torch.as_tensor(result.txt_centroids)
             )
             comps.model.prompt_learner.on_clusters_changed(result.num_img_clusters)
-            state = TrainState(
-                comps.model,
-                loss_fn,
-                build_optimizer(comps.model, cfg.optim, cfg.train, dev),
-                dev,
-                tau=tuple(cfg.graph.tau),
-                amp=cfg.train.amp,
-                with_text=comps.model.train_text,
-            )
+            state = method_state(comps, cfg, loss_fn, dev)
             loader = pk_loader(
                 samples,
                 result.y_img,

@@ -50,6 +50,9 @@ def test_cached_evaluation_batches_equal_the_test_transform(samples, cache):
     assert [len(b["index"]) for b in batches] == [5, 5, 2]
     got = torch.cat([b["image"] for b in batches])
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    shard = list(cache.batches(batch_size=4, indices=[9, 1, 4]))
+    assert torch.equal(shard[0]["index"], torch.tensor([9, 1, 4]))
+    torch.testing.assert_close(shard[0]["image"], expected[[9, 1, 4]], rtol=0, atol=1e-6)
     reordered = list(cache.loader_for(samples[::-1], batch_size=4))
     torch.testing.assert_close(torch.cat([b["image"] for b in reordered]), expected.flip(0))
     assert torch.equal(torch.cat([b["index"] for b in reordered]), torch.arange(12))

@@ -15,14 +15,16 @@ rest. A shared column with a light side contributes at most that side's value, s
 S_HH being the min-sum over columns heavy in both rows. Pairs sharing no heavy column
 have S <= lambda_i + lambda_j < s_min and are never enumerated; the others are kept
 as candidates when their bound reaches s_min, and only candidates get the full min-sum.
-At eps = 0.6 a third of the entries are heavy: ~8x fewer triples than the full join.
+At eps = 0.6 about a third of the entries are heavy: ~7x fewer triples than the full
+join, and ~1.3 candidates per kept pair (N = 10,000).
 
 Every full min-sum adds the shared mins in ascending column order in float32, one after
 the other, as the unpruned join does, so stored distances are bit-for-bit the same.
 
-Two kernels compute the same pairs and sums: ``join_by_triples`` (torch, any device:
-enumerates (i, j, l) triples into a dense row-block scratch) and, on the CPU,
-``join_scipy`` (compiled sparse products, threaded).
+Two kernels keep the same pairs with the same sums: ``join_by_triples`` (torch, any
+device: enumerates the heavy (i, j, l) triples, summing per cell of a row block) and, on
+the CPU, ``join_scipy`` (compiled sparse products on Python threads; its candidates come
+from the looser bound sqrt(a b) >= min(a, b), one sparse matrix product).
 """
 
 from __future__ import annotations

@@ -107,10 +107,15 @@ class DeviceImageCache:
         images = random_erase(self.normalise(images), erase_p, generator)
         return {"index": index, "image": images}
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, Tensor]]:
-        """All images in order, in evaluation batches (a loader for ``extract_features``)."""
-        for start in range(0, len(self.samples), batch_size):
-            yield self.test_batch(torch.arange(start, min(start + batch_size, len(self.samples))))
+    def batches(
+        self, batch_size: int, indices: Sequence[int] | None = None
+    ) -> Iterator[dict[str, Tensor]]:
+        """Evaluation batches of all images in order, or of ``indices`` (e.g. a worker's
+        shard; batch["index"] holds them, as a loader over a ``Subset`` would): a loader
+        for ``extract_features``."""
+        order = torch.arange(len(self.samples)) if indices is None else torch.as_tensor(indices)
+        for start in range(0, len(order), batch_size):
+            yield self.test_batch(order[start : start + batch_size].long())
 
     def loader_for(self, samples: Sequence[ReidSample], batch_size: int) -> Iterable[dict]:
         """Evaluation batches of ``samples`` (all of them in this cache), by path."""
