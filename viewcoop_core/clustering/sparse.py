@@ -1,5 +1,5 @@
 """Sparse row storage for the Jaccard distance: CSR rows, segment enumeration, and a
-reused dense scratch that sums values per cell of a block of rows.
+reused scratch that sums values per cell of a block of rows.
 
 Every intermediate of the Jaccard computation is a set of O(N * k) entries held in
 these structures; nothing N x N is ever allocated (scratch is bounded per block).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -55,39 +56,59 @@ def segment_positions(starts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     segment = torch.repeat_interleave(
         torch.arange(starts.numel(), device=starts.device), lengths, output_size=total
     )
-    first_of_segment = (lengths.cumsum(0) - lengths)[segment]
-    offset = torch.arange(total, device=starts.device) - first_of_segment
-    return segment, starts[segment] + offset
+    # position = k - (first k of the segment) + start: one gather of a per-segment shift.
+    shift = starts - (lengths.cumsum(0) - lengths)
+    position = torch.arange(total, device=starts.device).add_(shift.index_select(0, segment))
+    return segment, position
 
 
-class BlockAccumulator:
-    """Sums values per (row, column) of a block of rows in a reused dense scratch.
+class CellScratch:
+    """Per-cell sums over the cells of a row block, in reused dense scratch, in O(entries).
 
-    One flat float32 buffer of ``max_rows x max_width`` is allocated once and handed back
-    zeroed after each block (only the touched entries are reset), so blocks cost no
-    allocation or page faults beyond the first.
+    Cells are flat indices < ``max_cells`` (row-major ``row * width + col`` of a block).
+    One float32 buffer holds the running sums and one int32 buffer the last entry that
+    wrote each cell (to pick one entry per distinct cell); nothing scans the whole block,
+    so a block costs what its entries cost, however wide the rows.
     """
 
-    def __init__(self, max_rows: int, max_width: int, device: torch.device) -> None:
-        self._sums = torch.zeros(max_rows * max_width, dtype=torch.float32, device=device)
+    def __init__(self, max_cells: int, device: torch.device) -> None:
+        self._sums = torch.zeros(max_cells, dtype=torch.float32, device=device)
+        self._owner = torch.empty(max_cells, dtype=torch.int32, device=device)
 
-    def sum_by_cell(
-        self, rows: Tensor, cols: Tensor, values: Tensor, num_rows: int, width: int
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Sum (E,) float32 values at (E,) int64 cells (rows < num_rows, cols < width).
+    def totals(self, cells: Tensor, values: Tensor) -> Tensor:
+        """Add (E,) float32 values at (E,) int64 cells; return each entry's cell total.
 
-        Returns (rows, cols, sums) of the cells with a nonzero sum, in row-major order.
-        Values are positive here, so "touched" and "nonzero" coincide.
+        On the CPU values are added in entry order (a sequential float32 sum per cell).
+        The scratch is cleared again before returning.
         """
-        block = self._sums[: num_rows * width]
-        block.index_add_(0, rows * width + cols, values)
-        cell_rows, cell_cols = block.view(num_rows, width).nonzero(as_tuple=True)
-        touched = cell_rows * width + cell_cols
-        sums = block[touched]
-        block[touched] = 0.0
-        return cell_rows, cell_cols, sums
+        self._sums.index_add_(0, cells, values)
+        total = self._sums.index_select(0, cells)
+        self._sums.index_fill_(0, cells, 0.0)
+        return total
+
+    def one_per_cell(self, cells: Tensor) -> Tensor:
+        """Positions in ``cells`` of one entry per distinct cell, ordered by cell."""
+        entry = torch.arange(cells.numel(), dtype=torch.int32, device=cells.device)
+        self._owner.index_copy_(0, cells, entry)
+        kept = (self._owner.index_select(0, cells) == entry).nonzero().squeeze(1)
+        return kept.index_select(0, cells.index_select(0, kept).argsort())
 
 
 def rows_per_block(block_size: int, width: int) -> int:
     """Rows per block so that a dense (rows x width) float32 scratch stays under the cap."""
     return max(1, min(block_size, MAX_BLOCK_ELEMENTS // max(width, 1)))
+
+
+def row_blocks(work_per_row: np.ndarray, max_rows: int, max_work: int) -> list[tuple[int, int]]:
+    """[start, stop) blocks of at most max_rows rows and about max_work units of work.
+
+    A row whose own work exceeds max_work still gets a block of its own.
+    """
+    cumulative = np.concatenate([[0], np.cumsum(work_per_row)])
+    blocks, start, n = [], 0, len(work_per_row)
+    while start < n:
+        stop = int(np.searchsorted(cumulative, cumulative[start] + max_work, side="right")) - 1
+        stop = min(max(stop, start + 1), start + max_rows, n)
+        blocks.append((start, stop))
+        start = stop
+    return blocks

@@ -8,7 +8,7 @@ evaluate``, the benchmarks); ``rank_query_gallery`` is the one VeRi-protocol ran
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,13 +44,21 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
     amp: bool = True,
+    loaders: Callable[[Sequence[ReidSample]], Iterable[dict]] | None = None,
 ) -> dict[str, float]:
     """mAP, R1, R5, R10 (fractions) and ``eval_s`` of the image encoder on the dataset's
-    test protocol (VeRi query/gallery, or VehicleID's random gallery splits)."""
+    test protocol (VeRi query/gallery, or VehicleID's random gallery splits).
+
+    Features stay on ``device`` and the ranking runs there, batched over queries.
+    ``loaders``: samples -> their batches in order (e.g. a ``DeviceImageCache``);
+    default: the files through ``transform``."""
     start = time.perf_counter()
 
     def features(samples):
-        return image_features(model, samples, transform, device, batch_size, num_workers, amp)
+        loader = None if loaders is None else loaders(samples)
+        return image_features(
+            model, samples, transform, device, batch_size, num_workers, amp, loader
+        )
 
     if dataset.protocol == "vehicleid":
         result = vehicleid_metrics(features(dataset.test), [s.pid for s in dataset.test])

@@ -76,19 +76,19 @@ def encode_images(model: nn.Module, images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def extract_features(
+def extract_on_device(
     model: nn.Module,
     loader: Iterable[dict],
     device: torch.device,
     prompts: PromptInputs | None = None,
     amp: bool = True,
     progress: Callable[[int], object] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Eval-mode features of a loader's images.
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Eval-mode features of a loader's images, left on ``device``.
 
-    Returns (indices int64[n], image float32[n, D], text float32[n, D] or None). Text
-    features are computed when ``prompts`` is given (``model`` is then a
-    ``ViewCoOpModel``); ``indices`` index into the per-sample tensors of ``prompts``.
+    Returns (indices int64[n] on the CPU, image float32[n, D], text float32[n, D] or
+    None, both on ``device``). Nothing is copied back per batch, so on a GPU the loader
+    and the encoder overlap instead of waiting for each other.
     """
     was_training = model.training
     model.eval()
@@ -101,17 +101,41 @@ def extract_features(
                 img, txt = encode_images(model, images), None
             else:
                 img, txt = model(images, **prompts.rows(idx, device), with_text=True)
-        indices.append(idx.numpy())
-        img_feats.append(img.float().cpu().numpy())
+        indices.append(torch.as_tensor(idx))
+        img_feats.append(img.float())
         if txt is not None:
-            txt_feats.append(txt.float().cpu().numpy())
+            txt_feats.append(txt.float())
         if progress is not None:
             progress(len(idx))
     model.train(was_training)
+    if not indices:
+        raise ValueError("the loader yielded no batch: nothing to extract")
     return (
-        np.concatenate(indices),
-        np.concatenate(img_feats).astype(np.float32),
-        np.concatenate(txt_feats).astype(np.float32) if txt_feats else None,
+        torch.cat(indices),
+        torch.cat(img_feats),
+        torch.cat(txt_feats) if txt_feats else None,
+    )
+
+
+def extract_features(
+    model: nn.Module,
+    loader: Iterable[dict],
+    device: torch.device,
+    prompts: PromptInputs | None = None,
+    amp: bool = True,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Eval-mode features of a loader's images, as NumPy arrays (one copy at the end).
+
+    Returns (indices int64[n], image float32[n, D], text float32[n, D] or None). Text
+    features are computed when ``prompts`` is given (``model`` is then a
+    ``ViewCoOpModel``); ``indices`` index into the per-sample tensors of ``prompts``.
+    """
+    idx, img, txt = extract_on_device(model, loader, device, prompts, amp, progress)
+    return (
+        idx.numpy().astype(np.int64),
+        img.cpu().numpy().astype(np.float32),
+        None if txt is None else txt.cpu().numpy().astype(np.float32),
     )
 
 
@@ -123,8 +147,13 @@ def image_features(
     batch_size: int = 128,
     num_workers: int = 0,
     amp: bool = True,
+    loader: Iterable[dict] | None = None,
 ) -> Tensor:
-    """float32 [n, D] L2-normalised image features of ``samples`` in order, on ``device``."""
-    loader = make_loader(samples, transform, batch_size, num_workers)
-    _, img, _ = extract_features(model, loader, device, None, amp=amp)
-    return torch.as_tensor(img, device=device)
+    """float32 [n, D] L2-normalised image features of ``samples`` in order, on ``device``.
+
+    ``loader``: batches of these samples in order (e.g. ``DeviceImageCache.batches``);
+    default a ``make_loader`` over the files."""
+    if loader is None:
+        loader = make_loader(samples, transform, batch_size, num_workers)
+    _, img, _ = extract_on_device(model, loader, device, None, amp=amp)
+    return img

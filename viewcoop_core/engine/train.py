@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -59,10 +58,19 @@ class EpochLabels:
     y_txt: Tensor
 
 
-def build_optimizer(model: ViewCoOpModel, optim: OptimConfig) -> torch.optim.Adam:
+def build_optimizer(
+    model: ViewCoOpModel,
+    optim: OptimConfig,
+    train: TrainConfig | None = None,
+    device: torch.device | None = None,
+) -> torch.optim.Adam:
     """Adam with three groups: CLIP encoders at ``optim.lr``; prompt learner and its
     per-cluster parameters (coop/uncoop, re-created every epoch, see
-    ``refresh_per_cluster_group``) at ``optim.prompt_lr``. The third group may be empty."""
+    ``refresh_per_cluster_group``) at ``optim.prompt_lr``. The third group may be empty.
+
+    Adam's fused CUDA kernel (one launch for all parameters) is used when every
+    trainable parameter is on CUDA, unless ``train.fused_optimizer`` is off (``device``,
+    when given, must be CUDA too)."""
     per_cluster = list(model.prompt_learner.per_cluster_parameters())
     prompt_ids = {id(p) for p in model.prompt_learner.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -75,7 +83,13 @@ def build_optimizer(model: ViewCoOpModel, optim: OptimConfig) -> torch.optim.Ada
         },
         {"params": [p for p in per_cluster if p.requires_grad], "lr": optim.prompt_lr},
     ]
-    return torch.optim.Adam(groups, weight_decay=optim.weight_decay)
+    wanted = train is None or train.fused_optimizer
+    on_cuda = bool(trainable) and all(p.is_cuda for p in trainable)
+    if device is not None and device.type != "cuda":
+        on_cuda = False
+    # fused=None lets torch choose (foreach on CUDA, a loop on the CPU).
+    fused = True if wanted and on_cuda else None
+    return torch.optim.Adam(groups, weight_decay=optim.weight_decay, fused=fused)
 
 
 def epoch_learning_rates(optim: OptimConfig, epoch: int) -> tuple[float, float]:
@@ -190,20 +204,25 @@ def train_epoch(
     prompts: PromptInputs,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, float]:
-    """Every batch of ``loader`` through ``train_step``; mean loss terms and images/s."""
+    """Every batch of ``loader`` through ``train_step``; mean loss terms and images/s.
+
+    The loss terms are summed where they are computed (on the device) and read once at
+    the end: no host synchronisation inside the loop, so the GPU queue never drains.
+    """
     state.model.train()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, Tensor] = {}
     steps, images_seen = 0, 0
     start = time.perf_counter()
     for batch in loader:
         for key, value in train_step(state, batch, labels, prompts).items():
-            sums[key] += float(value)
+            sums[key] = value if key not in sums else sums[key] + value
         steps += 1
         images_seen += len(batch["index"])
         if progress is not None:
             progress(1)
+    totals = {key: float(value) for key, value in sums.items()}
     seconds = time.perf_counter() - start
-    means = {key: value / max(steps, 1) for key, value in sums.items()}
+    means = {key: value / max(steps, 1) for key, value in totals.items()}
     means["train_images_per_s"] = images_seen / max(seconds, 1e-9)
     means["train_s"] = seconds
     return means
