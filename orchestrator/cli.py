@@ -7,12 +7,12 @@ import argparse
 import logging
 import sys
 
-from orchestrator.commands import inspect, sweep, synthetic, train
+from orchestrator.commands import inspect, parse_views, sweep, synthetic, train
 from orchestrator.console import setup_logging
 
 logger = logging.getLogger("viewcoop")
 
-COMMAND_MODULES = (train, sweep, inspect, synthetic)
+COMMAND_MODULES = (train, sweep, inspect, synthetic, parse_views)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,26 +88,62 @@ def attach_masks(
     return attached
 
 
-def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
+class MaskFormatError(ValueError):
+    """A view mask file that is not a single-channel 0..4 label map of its image's size."""
+
+
+def load_mask(
+    path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read a view mask as ``uint8[H, W]`` with values in 0..4 (see ``vocabulary.MASK_LABELS``).
 
     Palette PNGs are read as their palette indices, which is how label maps are
-    usually saved; RGB images are refused rather than guessed at.
+    usually saved; RGB images are refused rather than guessed at. ``expected_size``:
+    the (width, height) of the mask's image (PIL's order); another size is refused.
+    Every refusal is a ``MaskFormatError`` naming the file.
     """
     with Image.open(path) as image:
+        if expected_size is not None and tuple(image.size) != tuple(expected_size):
+            raise MaskFormatError(
+                f"view mask {path} is {image.size[0]}x{image.size[1]} (width x height) but its "
+                f"image is {expected_size[0]}x{expected_size[1]}; a view mask must be the size "
+                f"of its image"
+            )
         mask = np.asarray(image)
     if mask.ndim != 2:
-        raise ValueError(
+        raise MaskFormatError(
             f"view mask {path} has shape {mask.shape}; expected a single-channel image "
             f"(H, W) with values {MASK_LEGEND}"
         )
     if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
-        raise ValueError(f"view mask {path} has dtype {mask.dtype}; expected integer labels")
+        raise MaskFormatError(f"view mask {path} has dtype {mask.dtype}; expected integer labels")
     values = np.unique(mask)
     invalid = values[(values < 0) | (values >= NUM_MASK_LABELS)]
     if invalid.size:
-        raise ValueError(
+        raise MaskFormatError(
             f"view mask {path} contains values {invalid.tolist()} outside 0..{NUM_MASK_LABELS - 1}; "
             f"expected {MASK_LEGEND}"
         )
     return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def image_size_of(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image, from its header only."""
+    with Image.open(path) as image:
+        return tuple(image.size)
+
+
+def check_mask_files(samples: Sequence[ReidSample], num_threads: int = 4) -> None:
+    """Check that every attached mask is a 0..4 label map the size of its image.
+
+    Raises ``MaskFormatError`` for the first bad file (in sample order), naming it. Masks
+    are decoded in ``num_threads`` threads (PIL releases the GIL while decoding).
+    """
+    with_masks = [s for s in samples if s.mask_path is not None]
+
+    def check(sample: ReidSample) -> None:
+        load_mask(sample.mask_path, expected_size=image_size_of(sample.path))
+
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        for _ in pool.map(check, with_masks):
+            pass
