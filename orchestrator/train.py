@@ -28,6 +28,7 @@ from viewcoop_core.outputs import check_output_name, claim_output_dir, owns, wri
 from viewcoop_core.synthetic import ensure_synthetic
 from viewcoop_core.synthetic.spec import PRETRAIN_SPEC
 from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
+from viewcoop_core.viewparse.cache import prepare_view_masks
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def run_training(
     ``callbacks``: Ray Train user callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep.
     """
     ensure_dataset(cfg)
+    cfg = prepare_view_masks(cfg)
     cfg = ensure_weights(absolute_paths(cfg))
     run_name = run_name or default_run_name(cfg)
     run_dir = claim_run_dir(Path(cfg.ray.storage_path) / check_output_name(run_name, "run name"))

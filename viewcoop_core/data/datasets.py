@@ -182,13 +182,19 @@ def load_veri776(
     return dataset
 
 
-def load_synthetic(root: str | os.PathLike[str]) -> ReidDataset:
+def load_synthetic(
+    root: str | os.PathLike[str], masks_dir: str | os.PathLike[str] | None = None
+) -> ReidDataset:
     """The generated dataset: VeRi layout plus ``root/masks``, a mask for every image.
 
     The camera count is whatever the generator used, so cameras are not bounded.
+    ``masks_dir`` replaces ``root/masks`` (e.g. masks predicted by a view parser).
     """
     root_path = _resolve_root(root, "synthetic", SYNTHETIC_LAYOUT)
-    masks_dir = _require_dir(root_path / "masks", "synthetic", SYNTHETIC_LAYOUT)
+    if masks_dir is None:
+        masks_dir = _require_dir(root_path / "masks", "synthetic", SYNTHETIC_LAYOUT)
+    else:
+        masks_dir = Path(masks_dir).expanduser().resolve()
     dataset = _load_veri_layout(root_path, "synthetic", SYNTHETIC_LAYOUT, max_cam=None)
     dataset = _with_masks(dataset, masks_dir, eval_masks_required=True)
     _log_summary(dataset)

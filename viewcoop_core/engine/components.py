@@ -44,7 +44,7 @@ def load_dataset(data: DataConfig) -> ReidDataset:
     kwargs = {}
     if data.dataset == "vehicleid":
         kwargs["test_size"] = data.vehicleid_test_size
-    if data.masks_dir and data.dataset != "synthetic":
+    if data.masks_dir:
         kwargs["masks_dir"] = data.masks_dir
     return build_dataset(data.dataset, data.root, **kwargs)
 
