@@ -18,11 +18,14 @@ from viewcoop_core.viewparse.files import resized_rgb
 from viewcoop_core.viewparse.model import ViewParserNet
 
 
+def model_input(image: Image.Image, size: int) -> np.ndarray:
+    """RGB PIL image -> uint8[3, size, size], the parser's input."""
+    return resized_rgb(image, size).transpose(2, 0, 1)
+
+
 def images_to_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """RGB PIL images -> uint8[B, 3, size, size]."""
-    return torch.from_numpy(
-        np.stack([resized_rgb(image, size).transpose(2, 0, 1) for image in images])
-    )
+    return torch.from_numpy(np.stack([model_input(image, size) for image in images]))
 
 
 @torch.inference_mode()

@@ -21,6 +21,14 @@ from torch import Tensor, nn
 from viewcoop_core.viewparse.spec import ParserSpec
 
 
+def _conv_bn_relu(channels_in: int, channels_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(channels_out),
+        nn.ReLU(inplace=True),
+    )
+
+
 def _conv_block(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False),
@@ -34,6 +42,13 @@ def _conv_block(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequ
 
 class ViewParserNet(nn.Module):
     """U-Net: ``depth`` max-pool steps down, bilinear steps up with skip connections.
+
+    With a strided stem the U-Net works on a ``stem_stride`` times coarser grid, and a
+    light full-resolution head puts the detail back: one convolution of the image
+    (``detail_channels`` wide) concatenated with the upsampled decoder features, one more
+    convolution, then the classifier. Thin regions (the roof of a car seen from the front
+    is a few pixels high) need it: nearest 2x subsampling alone caps the mean IoU of the
+    synthetic masks at 0.92 (top: 0.89).
 
     forward: float[B, 3, S, S] normalised images -> float[B, num_classes, S, S] logits.
     """
@@ -49,7 +64,13 @@ class ViewParserNet(nn.Module):
         self.up = nn.ModuleList(
             [_conv_block(widths[k + 1] + widths[k], widths[k]) for k in reversed(range(spec.depth))]
         )
-        self.classify = nn.Conv2d(widths[0], spec.num_classes, 1)
+        head_width = widths[0]
+        self.detail = self.refine = None
+        if spec.stem_stride > 1 and spec.detail_channels:
+            self.detail = _conv_bn_relu(3, spec.detail_channels)
+            self.refine = _conv_bn_relu(widths[0] + spec.detail_channels, spec.detail_channels)
+            head_width = spec.detail_channels
+        self.classify = nn.Conv2d(head_width, spec.num_classes, 1)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
 
@@ -71,12 +92,14 @@ class ViewParserNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
+        full = images.shape[-2:]
+        if self.detail is not None:
+            x = F.interpolate(x, size=full, mode="bilinear", align_corners=False)
+            detail = self.detail(images.contiguous(memory_format=torch.channels_last))
+            x = self.refine(torch.cat([x, detail], dim=1))
         logits = self.classify(x)
-        if logits.shape[-2:] != images.shape[-2:]:
-            # A strided stem predicts on a coarser grid: smooth logits back to the input grid.
-            logits = F.interpolate(
-                logits, size=images.shape[-2:], mode="bilinear", align_corners=False
-            )
+        if logits.shape[-2:] != full:
+            logits = F.interpolate(logits, size=full, mode="bilinear", align_corners=False)
         return logits
 
 

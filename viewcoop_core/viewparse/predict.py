@@ -26,7 +26,7 @@ from PIL import Image
 from viewcoop_core.outputs import claim_output_dir
 from viewcoop_core.viewparse.checkpoint import load_parser
 from viewcoop_core.viewparse.files import batched, mask_name, mask_names, read_rgb, scan_images
-from viewcoop_core.viewparse.inference import images_to_batch, predict_batch
+from viewcoop_core.viewparse.inference import model_input, predict_batch
 from viewcoop_core.viewparse.model import ViewParserNet
 
 logger = logging.getLogger(__name__)
@@ -137,16 +137,20 @@ def predict_paths(
     done = 0
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
 
+        def read(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+            image = read_rgb(path)
+            return model_input(image, model.spec.input_size), image.size
+
         def load(chunk: list[Path]) -> list[Future]:
-            return [pool.submit(read_rgb, path) for path in chunk]
+            return [pool.submit(read, path) for path in chunk]
 
         chunks = list(batched(images, batch_size))
         upcoming = load(chunks[0]) if chunks else []
         for index, chunk in enumerate(chunks):
             loaded = [future.result() for future in upcoming]
             upcoming = load(chunks[index + 1]) if index + 1 < len(chunks) else []
-            batch = images_to_batch(loaded, model.spec.input_size)
-            masks = predict_batch(model, batch, [image.size for image in loaded])
+            batch = torch.from_numpy(np.stack([array for array, _ in loaded]))
+            masks = predict_batch(model, batch, [size for _, size in loaded])
             names = [mask_name(path.name) for path in chunk]
             list(pool.map(lambda item: write_mask_atomically(out, *item), zip(names, masks)))
             done += len(chunk)

@@ -27,6 +27,7 @@ class ParserSpec:
     base_channels: int = 16
     depth: int = 4
     stem_stride: int = 1
+    detail_channels: int = 8
     num_classes: int = NUM_MASK_LABELS
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
@@ -40,6 +41,8 @@ class ParserSpec:
                 f"parser input_size={self.input_size} must be a positive multiple of "
                 f"stem_stride * 2**depth={step} (depth={self.depth} >= 1)"
             )
+        if self.detail_channels < 0:
+            raise ValueError(f"parser detail_channels={self.detail_channels} must be >= 0")
         if self.base_channels < 1:
             raise ValueError(f"parser base_channels={self.base_channels} must be >= 1")
         if self.num_classes != NUM_MASK_LABELS:
