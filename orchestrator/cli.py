@@ -8,12 +8,12 @@ import logging
 import shlex
 import sys
 
-from orchestrator.commands import inspect, sweep, synthetic, train
+from orchestrator.commands import inspect, parse_views, sweep, synthetic, train
 from orchestrator.console import setup_logging
 
 logger = logging.getLogger("viewcoop")
 
-COMMAND_MODULES = (train, sweep, inspect, synthetic)
+COMMAND_MODULES = (train, sweep, inspect, synthetic, parse_views)
 
 
 def build_parser() -> argparse.ArgumentParser:

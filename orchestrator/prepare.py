@@ -131,6 +131,18 @@ def cache_dir(storage_path: str) -> Path | None:
     )
 
 
+def with_view_masks(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The synthetic set drawn if needed, and with ``data.view_parser`` the predicted
+    view masks made (once; cached) and pinned as ``data.masks_dir``."""
+    ensure_dataset(cfg)
+    if not cfg.data.view_parser:
+        return cfg
+    # The parser needs torch: imported only here, so a config typo still fails in a second.
+    from viewcoop_core.viewparse.cache import prepare_view_masks
+
+    return prepare_view_masks(cfg)
+
+
 def check_data(cfg: ExperimentConfig, storage_path: str | None = None) -> PreflightReport:
     """The synthetic set drawn if needed, then every file checked (``data.preflight``),
     cached under ``storage_path`` (default ``ray.storage_path``)."""
@@ -191,6 +203,7 @@ def prepare_run(
     run_name = check_output_name(run_name or default_run_name(cfg), "run name")
     if check and cfg.ray.address:
         check_reachable(cfg.ray.address)
+    cfg = with_view_masks(cfg)
     report = check_data(cfg) if check else None
     cfg = ensure_weights(cfg)
     run_dir = claim_run_dir(Path(cfg.ray.storage_path) / run_name)

@@ -46,7 +46,17 @@ from viewcoop_core.vocabulary import (
 
 @dataclass
 class DataConfig:
-    """``skip_list``: a text file naming training images to leave out, one path per line
+    """Where the images and their view masks come from.
+
+    ``masks_dir``: a folder of view masks, ``<image stem>.png`` (0 background, 1 front,
+    2 back, 3 top, 4 side); for the synthetic set it replaces the generator's ``masks/``.
+    ``view_parser``: a view-parser checkpoint (``viewcoop parse-views train``): the images
+    without a mask in ``masks_dir`` (all of them without ``masks_dir``) get predicted
+    masks, made once and cached in ``view_masks_cache`` (default: ``view-masks/`` next to
+    ``root``) in a folder keyed by the checkpoint and the image set.
+    ``view_parser_device``: "auto" (the GPU when there is one), "cpu" or "cuda".
+
+    ``skip_list``: a text file naming training images to leave out, one path per line
     (the pre-flight writes one into the run folder for the unreadable images it found).
     ``max_skipped_fraction``: the share of training images the pre-flight may skip as
     unreadable; above it the run stops and names them (0: any unreadable image stops it).
@@ -60,8 +70,25 @@ class DataConfig:
     skip_list: str | None = None
     max_skipped_fraction: float = 0.01
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    view_parser: str | None = None
+    view_masks_cache: str | None = None
+    view_parser_batch_size: int = 64
+    view_parser_device: str = "auto"
 
     def __post_init__(self) -> None:
+        _require(
+            self.view_parser_batch_size >= 1,
+            "data.view_parser_batch_size",
+            self.view_parser_batch_size,
+            "an int >= 1",
+        )
+        _require(
+            self.view_parser_device in ("auto", "cpu", "cuda")
+            or self.view_parser_device.startswith("cuda:"),
+            "data.view_parser_device",
+            self.view_parser_device,
+            "'auto', 'cpu', 'cuda' or 'cuda:<index>'",
+        )
         _require(
             self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}"
         )

@@ -23,6 +23,7 @@ from orchestrator.prepare import (
     ensure_dataset,
     ensure_weights,
     pinned,
+    with_view_masks,
     write_skip_list,
 )
 from orchestrator.sweep.grid import (
@@ -89,6 +90,7 @@ def plan_sweep(
     configs = trial_configs(config_path, fixed, profile, grid, sweep_dir / TRAININGS_DIR)
     if base.ray.address:
         check_reachable(base.ray.address)
+    configs = {slug: with_view_masks(cfg) for slug, cfg in configs.items()}
     reports, unchecked = check_trial_data(configs, base.ray.storage_path)
     spec = sweep_spec(name, config_path, profile, fixed, grid, base)
     prepare_sweep_dir(sweep_dir, spec, resume)

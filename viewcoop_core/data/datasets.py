@@ -192,13 +192,19 @@ def load_veri776(
     return dataset
 
 
-def load_synthetic(root: str | os.PathLike[str]) -> ReidDataset:
+def load_synthetic(
+    root: str | os.PathLike[str], masks_dir: str | os.PathLike[str] | None = None
+) -> ReidDataset:
     """The generated dataset: VeRi layout plus ``root/masks``, a mask for every image.
 
     The camera count is whatever the generator used, so cameras are not bounded.
+    ``masks_dir`` replaces ``root/masks`` (e.g. masks predicted by a view parser).
     """
     root_path = _resolve_root(root, "synthetic", SYNTHETIC_LAYOUT)
-    masks_dir = _require_dir(root_path / "masks", "synthetic", SYNTHETIC_LAYOUT)
+    if masks_dir is None:
+        masks_dir = _require_dir(root_path / "masks", "synthetic", SYNTHETIC_LAYOUT)
+    else:
+        masks_dir = Path(masks_dir).expanduser().resolve()
     dataset = _load_veri_layout(root_path, "synthetic", SYNTHETIC_LAYOUT, max_cam=None)
     dataset = _with_masks(dataset, masks_dir, eval_masks_required=True)
     _log_summary(dataset)
@@ -297,7 +303,7 @@ def load_dataset(data: DataConfig) -> ReidDataset:
     kwargs = {}
     if data.dataset == "vehicleid":
         kwargs["test_size"] = data.vehicleid_test_size
-    if data.masks_dir and data.dataset != "synthetic":
+    if data.masks_dir:
         kwargs["masks_dir"] = data.masks_dir
     dataset = build_dataset(data.dataset, data.root, **kwargs)
     if data.skip_list:

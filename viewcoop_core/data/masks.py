@@ -96,22 +96,41 @@ def attach_masks(
     return attached
 
 
-def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
+class MaskFormatError(ValueError):
+    """A view mask file that is not a single-channel 0..4 label map of its image's size."""
+
+
+def load_mask(
+    path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read a view mask as ``uint8[H, W]`` with values in 0..4 (see ``vocabulary.MASK_LABELS``).
 
     Palette PNGs are read as their palette indices, which is how label maps are
-    usually saved; RGB images are refused rather than guessed at. Raises ``ValueError``
-    naming the file for anything else, an unreadable file included.
+    usually saved; RGB images are refused rather than guessed at. ``expected_size``:
+    the (width, height) of the mask's image (PIL's order); another size is refused.
+    Every refusal, an unreadable file included, is a ``MaskFormatError`` naming the file.
     """
     try:
         with Image.open(path) as image:
+            size = tuple(image.size)
             mask = np.asarray(image)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "cannot decode"
-        raise ValueError(f"view mask {path} cannot be read as an image: {exc}") from exc
+        raise MaskFormatError(f"view mask {path} cannot be read as an image: {exc}") from exc
+    if expected_size is not None and size != tuple(expected_size):
+        raise MaskFormatError(
+            f"view mask {path} is {size[0]}x{size[1]} (width x height) but its image is "
+            f"{expected_size[0]}x{expected_size[1]}; a view mask must be the size of its image"
+        )
     problem = mask_array_problem(mask)
     if problem:
-        raise ValueError(f"view mask {path} {problem}")
+        raise MaskFormatError(f"view mask {path} {problem}")
     return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def image_size_of(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image, from its header only."""
+    with Image.open(path) as image:
+        return tuple(image.size)
 
 
 def mask_array_problem(mask: np.ndarray) -> str | None:

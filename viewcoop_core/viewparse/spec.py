@@ -1,0 +1,84 @@
+"""The parser's architecture and training settings as plain data (no torch import), so
+the CLI and configs can use them without loading torch, and checkpoints store them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from viewcoop_core.vocabulary import NUM_MASK_LABELS
+
+# CLIP's normalisation constants: vehicle crops are natural images like CLIP's.
+DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
+DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ParserSpec:
+    """The parser's architecture and input convention, stored as plain data in checkpoints.
+
+    ``input_size``: images are resized to ``input_size`` x ``input_size`` pixels; the
+    logits are resized back to each image's own size. ``base_channels``: width of the
+    first level, doubled at every one of the ``depth`` down-sampling steps.
+    """
+
+    input_size: int = 128
+    base_channels: int = 16
+    depth: int = 4
+    stem_stride: int = 1
+    detail_channels: int = 8
+    num_classes: int = NUM_MASK_LABELS
+    mean: tuple[float, float, float] = DEFAULT_MEAN
+    std: tuple[float, float, float] = DEFAULT_STD
+
+    def __post_init__(self) -> None:
+        if self.stem_stride not in (1, 2, 4):
+            raise ValueError(f"parser stem_stride={self.stem_stride} must be 1, 2 or 4")
+        step = self.stem_stride * 2**self.depth
+        if self.depth < 1 or self.input_size < step or self.input_size % step:
+            raise ValueError(
+                f"parser input_size={self.input_size} must be a positive multiple of "
+                f"stem_stride * 2**depth={step} (depth={self.depth} >= 1)"
+            )
+        if self.detail_channels < 0:
+            raise ValueError(f"parser detail_channels={self.detail_channels} must be >= 0")
+        if self.base_channels < 1:
+            raise ValueError(f"parser base_channels={self.base_channels} must be >= 1")
+        if self.num_classes != NUM_MASK_LABELS:
+            raise ValueError(
+                f"parser num_classes={self.num_classes}; view masks have {NUM_MASK_LABELS} labels"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ParserSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown parser spec fields {unknown}; known: {sorted(known)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fixed)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs."""
+
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"parser training {name}={getattr(self, name)} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"parser training lr={self.lr} must be > 0")
