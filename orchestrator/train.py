@@ -7,7 +7,9 @@ rank 0 continues the MLflow run whose id the checkpoint holds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +18,13 @@ from typing import Any
 import numpy as np
 import ray
 from mlflow.tracking import MlflowClient
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from orchestrator.actors import actor_name, start_clustering_actor
 from orchestrator.config import flatten, save_resolved
+from orchestrator.console import library_log_level, verbose_enabled, without_record
+from orchestrator.progress import LiveProgress
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.engine.components import load_dataset
 from viewcoop_core.engine.tracking import RUN_NAME_TAG, metric_history, resolve_tracking_uri
@@ -84,12 +88,33 @@ def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -
     """Connect to ``address`` (a cluster, "auto") or start a local instance."""
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": True}
+    kwargs: dict[str, Any] = {
+        "namespace": namespace,
+        "log_to_driver": True,
+        "logging_level": library_log_level(),
+    }
     if address:
         kwargs["address"] = address
-    elif num_cpus is not None:
+        ray.init(**kwargs)
+        return
+    quiet_local_instance()
+    if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
+    # Ray turns token auth on for a new local instance and warns that it did, with how to
+    # turn it off: the safe default is kept and the warning shown only with -v.
+    quiet = without_record(
+        "ray._private.authentication.authentication_token_setup",
+        "Token authentication is enabled for this Ray cluster",
+    )
+    with contextlib.nullcontext() if verbose_enabled() else quiet:
+        ray.init(**kwargs)
+
+
+def quiet_local_instance() -> None:
+    """No Ray Train preemption watcher on a local instance (it can be asked for in the
+    environment): one machine has no node to lose, and creating the watcher makes the
+    Train controller log a core_worker.cc error (ray-project/ray#53727)."""
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -119,6 +144,7 @@ def train_loop_config(
         "namespace": cfg.ray.namespace,
         "resolved_config_path": str(resolved_path),
         "flat_params": flatten(cfg.to_dict()),
+        "log_level": library_log_level(),
         "mlflow": {
             "tracking_uri": tracking_uri,
             "experiment": cfg.tracking.experiment,
@@ -147,6 +173,7 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
+            logging_config=LoggingConfig(logging.getLevelName(library_log_level())),
         ),
     )
 
@@ -174,7 +201,11 @@ def run_training(
     actor = start_clustering_actor(cfg, run_name, len(dataset.train), true_ids, cfg.ray.namespace)
     loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, parent_run_id)
     try:
-        result = build_trainer(cfg, loop_config, run_name, callbacks).fit()
+        with LiveProgress(run_name, cfg.train.epochs, cfg.train.progress) as progress:
+            trainer = build_trainer(
+                cfg, loop_config, run_name, [*(callbacks or []), *progress.callbacks]
+            )
+            result = trainer.fit()
     finally:
         ray.kill(actor)
     run_id = find_run_id(tracking_uri, cfg.tracking.experiment, run_name)
@@ -201,7 +232,3 @@ def find_run_id(tracking_uri: str, experiment: str, run_name: str) -> str | None
         [exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
     )
     return runs[0].info.run_id if runs else None
-
-
-def tracking_ui_hint(tracking_uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"

@@ -49,6 +49,7 @@ from viewcoop_core.engine.train import (
     train_epoch,
 )
 from viewcoop_core.figures.runs import make_figures
+from workers.progress import StageBar, find_board
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +93,15 @@ def wrap_ddp(core: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(core)
 
 
-def configure_worker_logging(rank: int) -> None:
-    """Rank-zero console output: our loggers at INFO on rank 0 only; libraries at WARNING
-    (Ray Train logs every report's full metrics dict at INFO)."""
-    logging.getLogger().setLevel(logging.WARNING)
+def configure_worker_logging(rank: int, level: int = logging.WARNING) -> None:
+    """What a worker prints (the driver shows it prefixed with the worker's pid): warnings
+    from every rank; at ``level`` INFO (the driver's ``-v``) also rank 0's messages and
+    the libraries' (open_clip logs on the root logger, MLflow on its own)."""
+    logging.getLogger().setLevel(level)
     for name in ("viewcoop_core", "workers"):
-        logging.getLogger(name).setLevel(logging.INFO if rank == 0 else logging.WARNING)
+        logging.getLogger(name).setLevel(level if rank == 0 else logging.WARNING)
+    logging.getLogger("mlflow").setLevel(level)
+    # Ray Train logs every report's full metrics dict at INFO.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
@@ -105,7 +109,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = ExperimentConfig.from_dict(config["experiment"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    configure_worker_logging(rank)
+    configure_worker_logging(rank, config.get("log_level", logging.WARNING))
     device = ray.train.torch.get_device()
     seed_everything(cfg.train.seed + rank)
 
@@ -289,13 +293,15 @@ class EpochRunner:
 
     @contextlib.contextmanager
     def progress_bar(self, desc: str, total: int, unit: str):
-        """Rank 0's progress, drawn by the driver (Ray's tqdm); yields an ``update(n)`` or None."""
-        if self.rank != 0 or not self.cfg.train.progress:
+        """Rank 0's progress, drawn by the driver (``workers/progress.py``); yields an
+        ``update(n)``, or None on other ranks, with ``train.progress`` off or no board."""
+        board = None
+        if self.rank == 0 and self.cfg.train.progress:
+            board = find_board(ray.train.get_context().get_experiment_name())
+        if board is None:
             yield None
             return
-        from ray.experimental.tqdm_ray import tqdm  # noqa: PLC0415 - experimental API, loaded on use
-
-        bar = tqdm(desc=desc, total=total, unit=unit)
+        bar = StageBar(board, desc, total, unit)
         try:
             yield bar.update
         finally:
