@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestrator.console import err_console
 from viewcoop_core.engine.results import epoch_line
-from workers.progress import EpochReports, ProgressBoard, board_name
+from workers.progress import EpochReports, ProgressBoard, board_name, find_board
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ def on_driver() -> bool:
     """True in the driver process; False inside a Ray actor (e.g. a Tune trial of a sweep),
     whose output reaches the console only as prefixed log lines."""
     return ray.get_runtime_context().get_actor_id() is None
+
+
+def release_board(board, run_name: str, timeout_s: float = 10.0) -> None:
+    """Kill the board and wait until its name is free: a resumed run of the same name,
+    started right after, creates its board under that name again."""
+    ray.kill(board)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and find_board(run_name) is not None:
+        time.sleep(0.1)
 
 
 class LiveProgress:
@@ -78,7 +87,7 @@ class LiveProgress:
         self._take()  # what arrived after the last poll
         if self.bars is not None:
             self.bars.stop()
-        ray.kill(self.board)
+        release_board(self.board, self.run_name)
         self.board = None
 
     def _poll(self) -> None:
