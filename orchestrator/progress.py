@@ -15,15 +15,28 @@ import time
 from typing import Any
 
 import ray
+from ray.train import UserCallback
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.console import err_console
 from viewcoop_core.engine.results import epoch_line
-from workers.progress import EpochReports, ProgressBoard, board_name, find_board
+from workers.progress import ProgressBoard, board_name, find_board
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
+
+
+class EpochReports(UserCallback):
+    """Ray Train callback (runs in the Train controller): rank 0's metrics of every report
+    to the board, for the driver's one line per epoch."""
+
+    def __init__(self, board) -> None:
+        self.board = board
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        if metrics:
+            self.board.add_epoch.remote(dict(metrics[0]))
 
 
 def on_driver() -> bool:

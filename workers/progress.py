@@ -3,10 +3,11 @@
 The driver creates a small named actor per run, the board (``ProgressBoard``, named by
 ``board_name(run_name)``). Rank 0 sends the state of its stage bars (extract, train) to
 it, at most every half second and when a stage ends (``StageBar``); Ray Train's
-per-epoch reports reach it through ``EpochReports``, a callback that runs in the Train
-controller. The driver polls the board and draws one live bar per stage and one line per
-epoch (``orchestrator/progress.py``). Without a board (a sweep trial, a trainer started
-by a test) nothing is sent and nothing is drawn.
+per-epoch reports reach it through a callback in the Train controller
+(``orchestrator.progress.EpochReports``). The driver polls the board and draws one live
+bar per stage and one line per epoch (``orchestrator/progress.py``). Without a board (a
+sweep trial, a trainer started by a test) nothing is sent and nothing is drawn. This
+module imports nothing but Ray: the board's actor process starts light.
 
 This replaces Ray's ``tqdm_ray``, whose driver side redraws a tqdm bar on every update
 and on every log line: outside a terminal each redraw is a new fragment of a line.
@@ -19,7 +20,6 @@ import time
 from typing import Any
 
 import ray
-from ray.train import UserCallback
 
 SEND_INTERVAL_S = 0.5
 _bar_ids = itertools.count()
@@ -91,15 +91,3 @@ class StageBar:
     def _send(self) -> None:
         self.last_sent = time.monotonic()
         self.board.update_bar.remote(dict(self.state))
-
-
-class EpochReports(UserCallback):
-    """Ray Train callback (runs in the Train controller): rank 0's metrics of every report
-    to the board, for the driver's one line per epoch."""
-
-    def __init__(self, board) -> None:
-        self.board = board
-
-    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        if metrics:
-            self.board.add_epoch.remote(dict(metrics[0]))

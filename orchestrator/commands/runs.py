@@ -29,9 +29,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         say(f"MLflow UI: {url}  (Ctrl+C stops it)")
         if store.run_name:
             record = run_record(store)
-            say(
-                f"run {record.name}: {url}/#/experiments/{record.experiment_id}/runs/{record.run_id}"
-            )
+            page = f"#/experiments/{record.experiment_id}/runs/{record.run_id}"
+            # MLflow 3 opens a page in its GenAI layout unless the link asks for this one.
+            say(f"run {record.name}: {url}/{page}?workflowType=machine_learning")
         try:
             return process.wait()
         except KeyboardInterrupt:
