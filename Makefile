@@ -1,27 +1,38 @@
-# Two commands for a new user: `make demo` and `make test`. Each sets up .venv first.
+# Two commands for a new user: `make demo` and `make test`. Each sets up .venv first:
+# `make demo` installs what the demo needs, `make test` adds the test tools to it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 CONSTRAINTS ?= constraints/cpu.txt
+# --no-compile: byte-compiling every module of every package at install time (tens of
+# thousands of files) takes about as much CPU time as the rest of the install; Python
+# compiles the few hundred modules a run imports when it first imports them.
+PIP_INSTALL := $(PY) -m pip install --quiet --no-compile -c $(CONSTRAINTS)
 
 .PHONY: setup demo test test-all lint clean
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
+	@echo "Installing into $(VENV) what the demo needs (torch, Ray, MLflow; first time only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(PIP_INSTALL) -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PIP_INSTALL) -e ".[dev]"
+	touch $(DEV_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/viewcoop demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check viewcoop_core workers orchestrator tests
 
 clean:

@@ -1,5 +1,4 @@
-"""The ``viewcoop`` command: train, demo, sweep, evaluate, figures, make-synthetic,
-pretrain-tiny. Each subcommand lives in ``orchestrator/commands/``."""
+"""The viewcoop command; each subcommand lives in orchestrator/commands/."""
 
 from __future__ import annotations
 
@@ -8,18 +7,41 @@ import logging
 import shlex
 import sys
 
-from orchestrator.commands import inspect, parse_views, sweep, synthetic, train
+from orchestrator.commands import inspect, parse_views, runs, sweep, synthetic, train
 from orchestrator.console import setup_logging
 
 logger = logging.getLogger("viewcoop")
 
-COMMAND_MODULES = (train, sweep, inspect, synthetic, parse_views)
+COMMAND_MODULES = (train, sweep, runs, inspect, synthetic, parse_views)
+
+DESCRIPTION = """\
+ViewCoOp: unsupervised vehicle re-identification with CLIP-driven, view-aware prompt
+learning, trained on Ray and recorded in MLflow.
+
+  viewcoop demo    the method on synthetic vehicles (a few minutes on a laptop CPU)
+  viewcoop ui      the MLflow UI on the runs it logged, on 127.0.0.1
+
+viewcoop COMMAND --help explains a command and gives an example."""
+
+EPILOG = """\
+example:
+  viewcoop demo train.epochs=2"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="viewcoop", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="viewcoop",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the detail: library and Ray worker logs, debug messages",
+    )
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser

@@ -9,8 +9,10 @@ rank 0 continues the MLflow run whose id the checkpoint holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,12 @@ import numpy as np
 import ray
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from orchestrator.actors import actor_name, start_clustering_actor
 from orchestrator.config import flatten, save_resolved
+from orchestrator.console import library_log_level, verbose_enabled, without_record
 from orchestrator.errors import NonFiniteLossError, RunInterrupted
 from orchestrator.prepare import (  # noqa: F401 - re-exported: the pre-Ray steps
     RUN_KIND,
@@ -37,6 +40,7 @@ from orchestrator.prepare import (  # noqa: F401 - re-exported: the pre-Ray step
     ensure_weights,
     prepare_run,
 )
+from orchestrator.progress import LiveProgress
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.data.datasets import load_dataset
 from viewcoop_core.engine.tracking import (
@@ -82,13 +86,33 @@ def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -
     None; ``num_cpus`` sizes it)."""
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": True}
-    if address:
+    kwargs: dict[str, Any] = {
+        "namespace": namespace,
+        "log_to_driver": True,
+        "logging_level": library_log_level(),
+    }
+    if address and address != "local":
         check_reachable(address)
-        kwargs["address"] = address
-    if address in (None, "local") and num_cpus is not None:
+        ray.init(address=address, **kwargs)
+        return
+    quiet_local_instance()
+    if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
+    # Ray turns token auth on for a new local instance and warns that it did, with how to
+    # turn it off: the safe default is kept and the warning shown only with -v.
+    quiet = without_record(
+        "ray._private.authentication.authentication_token_setup",
+        "Token authentication is enabled for this Ray cluster",
+    )
+    with contextlib.nullcontext() if verbose_enabled() else quiet:
+        ray.init(**kwargs)
+
+
+def quiet_local_instance() -> None:
+    """No Ray Train preemption watcher on a local instance (it can be asked for in the
+    environment): one machine has no node to lose, and creating the watcher makes the
+    Train controller log a core_worker.cc error (ray-project/ray#53727)."""
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def open_mlflow_run(
@@ -132,6 +156,7 @@ def train_loop_config(
         "run_dir": str(run_dir),
         "actor_name": actor_name(run_name),
         "namespace": cfg.ray.namespace,
+        "log_level": library_log_level(),
         "mlflow": {
             "tracking_uri": tracking_uri,
             "experiment": cfg.tracking.experiment,
@@ -189,6 +214,7 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
+            logging_config=LoggingConfig(logging.getLevelName(library_log_level())),
         ),
     )
 
@@ -231,7 +257,11 @@ def run_prepared(
     loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, run_id)
     (run_dir / STOPPED_FILE).unlink(missing_ok=True)
     try:
-        result = fit_interruptibly(build_trainer(cfg, loop_config, run_name, callbacks))
+        with LiveProgress(run_name, cfg.train.epochs, cfg.train.progress) as progress:
+            trainer = build_trainer(
+                cfg, loop_config, run_name, [*(callbacks or []), *progress.callbacks]
+            )
+            result = fit_interruptibly(trainer)
     except KeyboardInterrupt:
         stop_interrupted_run(run_name, tracking_uri, run_id)
         raise RunInterrupted(run_name, run_dir) from None
@@ -273,7 +303,3 @@ def log_data_metrics(tracking_uri: str, run_id: str | None, metrics: dict[str, f
     for key, value in metrics.items():
         if not client.get_metric_history(run_id, key):  # once per run, not per resume
             client.log_metric(run_id, key, value, step=0)
-
-
-def tracking_ui_hint(tracking_uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"

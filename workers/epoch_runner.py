@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from viewcoop_core.config import ExperimentConfig
@@ -27,6 +28,7 @@ from viewcoop_core.engine.extract import PromptInputs, extract_features, make_lo
 from viewcoop_core.engine.train import epoch_clause_order, extraction_clause_order
 from workers import faults
 from workers.collectives import cluster_epoch, per_worker_batch, wrap_ddp
+from workers.progress import StageBar, find_board
 
 logger = logging.getLogger(__name__)
 
@@ -158,13 +160,15 @@ class EpochRunner:
 
     @contextlib.contextmanager
     def progress_bar(self, desc: str, total: int, unit: str):
-        """Rank 0's progress, drawn by the driver (Ray's tqdm); yields an ``update(n)`` or None."""
-        if self.rank != 0 or not self.cfg.train.progress:
+        """Rank 0's progress, drawn by the driver (``workers/progress.py``); yields an
+        ``update(n)``, or None on other ranks, with ``train.progress`` off or no board."""
+        board = None
+        if self.rank == 0 and self.cfg.train.progress:
+            board = find_board(ray.train.get_context().get_experiment_name())
+        if board is None:
             yield None
             return
-        from ray.experimental.tqdm_ray import tqdm  # noqa: PLC0415 - experimental API, loaded on use
-
-        bar = tqdm(desc=desc, total=total, unit=unit)
+        bar = StageBar(board, desc, total, unit)
         try:
             yield bar.update
         finally:

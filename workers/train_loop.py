@@ -34,12 +34,15 @@ from workers.reporting import Reporter, checkpoint_state
 logger = logging.getLogger(__name__)
 
 
-def configure_worker_logging(rank: int) -> None:
-    """Rank-zero console output: our loggers at INFO on rank 0 only; libraries at WARNING
-    (Ray Train logs every report's full metrics dict at INFO)."""
-    logging.getLogger().setLevel(logging.WARNING)
+def configure_worker_logging(rank: int, level: int = logging.WARNING) -> None:
+    """What a worker prints (the driver shows it prefixed with the worker's pid): warnings
+    from every rank; at ``level`` INFO (the driver's ``-v``) also rank 0's messages and
+    the libraries' (open_clip logs on the root logger, MLflow on its own)."""
+    logging.getLogger().setLevel(level)
     for name in ("viewcoop_core", "workers"):
-        logging.getLogger(name).setLevel(logging.INFO if rank == 0 else logging.WARNING)
+        logging.getLogger(name).setLevel(level if rank == 0 else logging.WARNING)
+    logging.getLogger("mlflow").setLevel(level)
+    # Ray Train logs every report's full metrics dict at INFO.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
@@ -56,7 +59,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = ExperimentConfig.from_dict(config["experiment"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    configure_worker_logging(rank)
+    configure_worker_logging(rank, config.get("log_level", logging.WARNING))
     device = ray.train.torch.get_device()
     seed_everything(cfg.train.seed + rank)
 

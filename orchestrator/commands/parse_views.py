@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.commands import add_command
 from orchestrator.console import console
 
 
@@ -163,8 +164,15 @@ def register(sub) -> None:
     from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 
     spec, settings = ParserSpec(), TrainSettings()
-    group = sub.add_parser(
-        "parse-views", help="view parser: train it, predict view masks, evaluate it"
+    group = add_command(
+        sub,
+        "parse-views",
+        "view parser: train it, predict view masks, evaluate it",
+        "Make the view masks ViewCoOp needs (0 background, 1 front, 2 back, 3 top, 4 side):\n"
+        "train a parser on images with masks, predict a mask per image, score it against\n"
+        "true masks. A run can also name the checkpoint as data.view_parser.",
+        "viewcoop parse-views predict --images data/VeRi/image_train "
+        "--checkpoint parser.pt --out masks/",
     )
     commands = group.add_subparsers(dest="parse_views_command", required=True)
 

@@ -1,13 +1,15 @@
-"""``viewcoop sweep``: a Ray Tune sweep of whole trainings over a config's grid."""
+"""viewcoop sweep: a Ray Tune sweep of whole trainings over a config's grid."""
 
 from __future__ import annotations
 
 import argparse
 
-from orchestrator.console import console
+from orchestrator.commands import add_command
+from orchestrator.console import console, say, shown_path
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.dashboard import ui_command
     from orchestrator.sweep.grid import parse_grid_options
     from orchestrator.sweep.plan import plan_sweep
 
@@ -22,16 +24,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     from orchestrator.sweep.report import rich_summary_table
     from orchestrator.sweep.run import execute_sweep
-    from orchestrator.train import tracking_ui_hint
 
     outcome = execute_sweep(draft, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent)
     title = f"sweep {outcome.name} (mAP / Rank-k in % at the last epoch, * = best mAP)"
     console.print(rich_summary_table(outcome.rows, outcome.columns, title))
-    console.print(f"sweep folder:      {outcome.sweep_dir}")
-    console.print(
-        f"MLflow parent run: {outcome.parent_run_id} (table and plots under its 'summary' artifacts)"
-    )
-    console.print(f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}")
+    say(f"sweep folder:       {shown_path(outcome.sweep_dir)}")
+    say(f"MLflow parent run:  {outcome.parent_run_id} (table and plots: its 'summary' artifacts)")
+    say(f"dashboard:          {ui_command(outcome.tracking_uri)}")
     if outcome.incomplete:
         console.print(
             f"[red]{len(outcome.incomplete)} point(s) unfinished[/red]: {', '.join(outcome.incomplete)} "
@@ -42,8 +41,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    sweep = sub.add_parser(
-        "sweep", help="Ray Tune sweep of whole trainings over the file's sweep grid"
+    sweep = add_command(
+        sub,
+        "sweep",
+        "Ray Tune sweep of whole trainings over the file's sweep grid",
+        "Runs one whole training per point of the YAML file's sweep: grid as Ray Tune\n"
+        "trials, logs them as child runs of one MLflow parent run and prints the summary\n"
+        "table. --resume continues an interrupted sweep of the same name.",
+        "viewcoop sweep experiments/table3_tau.yaml --profile smoke --num-cpus 2",
     )
     sweep.add_argument(
         "config", help="YAML file with a sweep: section, e.g. experiments/table3_tau.yaml"

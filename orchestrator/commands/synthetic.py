@@ -1,8 +1,7 @@
-"""``viewcoop make-synthetic`` and ``viewcoop pretrain-tiny``: the synthetic world.
+"""viewcoop make-synthetic and viewcoop pretrain-tiny: the synthetic world.
 
 Both take a synthetic set's description as options generated from the fields of
-``SyntheticSpec`` (``--num-ids``, ``--num-cameras``, ...), so the spec is spelled out in
-one place.
+SyntheticSpec (--num-ids, --num-cameras, ...), so the spec is spelled out in one place.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import argparse
 import dataclasses
 import typing
 
+from orchestrator.commands import add_command
 from orchestrator.console import console
 from viewcoop_core.synthetic.spec import PRETRAIN_SPEC, SyntheticSpec
 
@@ -77,14 +77,26 @@ def cmd_pretrain_tiny(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    synth = sub.add_parser("make-synthetic", help="draw the synthetic multi-view vehicle set")
+    synth = add_command(
+        sub,
+        "make-synthetic",
+        "draw the synthetic multi-view vehicle set",
+        "Draws procedural vehicles seen by several cameras from front, back, side and top,\n"
+        "in the VeRi-776 layout, with an exact view mask per image (masks/).",
+        "viewcoop make-synthetic --out data/syn --ids 40 --cameras 6 --seed 0",
+    )
     synth.add_argument("--out", required=True, help="output folder (VeRi-776 layout + masks/)")
     add_spec_options(synth, SyntheticSpec())
     synth.set_defaults(func=cmd_make_synthetic)
 
-    pre = sub.add_parser(
+    pre = add_command(
+        sub,
         "pretrain-tiny",
-        help="pretrain the tiny CLIP contrastively on captioned synthetic vehicles (cached)",
+        "pretrain the tiny CLIP on captioned synthetic vehicles (cached)",
+        "Pretrains the tiny CLIP (viewcoop-tiny) contrastively on captioned synthetic\n"
+        "vehicles and caches the weights under --cache-dir; the same arguments again\n"
+        "return the cached file at once.",
+        "viewcoop pretrain-tiny --cache-dir data/pretrained --epochs 50",
     )
     pre.add_argument("--cache-dir", default="data/pretrained", help="where set and weights go")
     pre.add_argument("--epochs", type=int, default=50)

@@ -1,29 +1,31 @@
-"""``viewcoop train`` and ``viewcoop demo``: one configuration on Ray, to the end."""
+"""viewcoop train and viewcoop demo: one configuration on Ray, to the end."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from orchestrator.console import console, results_table
+from orchestrator.commands import add_command
+from orchestrator.console import console, say, shown_path
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 DEMO_CONFIG = EXPERIMENTS_DIR / "demo.yaml"
 
 
 def print_training_outcome(outcome) -> None:
-    from orchestrator.train import tracking_ui_hint
-    from viewcoop_core.engine.results import HISTORY_COLUMNS
+    """The results table, where the run's files are and the two commands that show it again."""
+    from orchestrator.dashboard import ui_command
+    from viewcoop_core.engine.results import history_text
 
-    title = f"{outcome.run_name}: evaluation (mAP, Rank-k, ARI in %)"
-    console.print(results_table(title, outcome.history, ("epoch",) + HISTORY_COLUMNS))
-    console.print(f"run directory: {outcome.run_dir}")
+    say()
+    say(f"{outcome.run_name}: evaluation (mAP, Rank-k, ARI in %; epoch 0 = before training)")
+    say(history_text(outcome.history))
+    say(f"run folder:  {shown_path(outcome.run_dir)}")
     if outcome.checkpoint_path:
-        console.print(f"checkpoint:    {outcome.checkpoint_path}")
-    console.print(f"MLflow run:    {outcome.mlflow_run_id}")
-    console.print(
-        f"open the dashboard with:\n  {tracking_ui_hint(outcome.tracking_uri)}\nthen browse http://127.0.0.1:5000"
-    )
+        say(f"checkpoint:  {shown_path(outcome.checkpoint_path)}")
+    say(f"MLflow run:  {outcome.mlflow_run_id}")
+    say(f"dashboard:   {ui_command(outcome.tracking_uri)}")
+    say(f"this again:  viewcoop show {shown_path(outcome.run_dir)}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -47,8 +49,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(DEMO_CONFIG, args.overrides)
     console.print(
         "[bold]ViewCoOp demo[/bold]: synthetic multi-view vehicles, tiny CLIP, full method "
-        f"(prompt={cfg.prompt.variant}, losses={'+'.join(cfg.loss.terms)}, tau={cfg.graph.tau}), "
-        f"{cfg.ray.num_workers} Ray Train workers, {cfg.train.epochs} epochs"
+        f"(prompt {cfg.prompt.variant}, losses {'+'.join(cfg.loss.terms)}, tau {cfg.graph.tau}), "
+        f"{cfg.ray.num_workers} Ray Train workers, {cfg.train.epochs} epochs",
+        highlight=False,
     )
     prepared = prepare_run(cfg, run_name=args.run_name)
     from orchestrator.train import run_prepared
@@ -59,8 +62,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    train = sub.add_parser(
-        "train", help="train one configuration on Ray (resumes a run of the same name)"
+    train = add_command(
+        sub,
+        "train",
+        "train one configuration on Ray (the same --run-name resumes)",
+        "Trains the configuration of a YAML file (plus dotted overrides) on Ray: a local\n"
+        "instance, or the cluster named by ray.address. Re-running with the same\n"
+        "--run-name resumes that run from its last checkpoint.",
+        "viewcoop train experiments/demo.yaml train.epochs=3 --run-name my-run",
     )
     train.add_argument("config", help="YAML file, e.g. experiments/veri776_vitb16.yaml")
     train.add_argument(
@@ -73,7 +82,15 @@ def register(sub) -> None:
     )
     train.set_defaults(func=cmd_train)
 
-    demo = sub.add_parser("demo", help="synthetic data, tiny CLIP, full method on local Ray (CPU)")
+    demo = add_command(
+        sub,
+        "demo",
+        "the full method on synthetic vehicles, on local Ray (CPU)",
+        "Draws the synthetic multi-view vehicles (once), trains the tiny CLIP with the\n"
+        "full method (ViewCoOp prompts + cross-modal mutual graph) on 2 Ray Train workers\n"
+        "and prints the results table. Runs are logged to MLflow under runs/.",
+        "viewcoop demo train.epochs=2",
+    )
     demo.add_argument("overrides", nargs="*", help="dotted overrides of experiments/demo.yaml")
     demo.add_argument("--run-name", help="name of the run (re-use it to resume)")
     demo.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")

@@ -58,6 +58,24 @@ def test_tiny_model_registers_once_and_builds_at_requested_size(caplog):
     assert default.tokenizer.context_length == 77
 
 
+def test_no_random_init_warning_when_weights_follow_or_random_init_was_asked(
+    tiny, tmp_path, caplog
+):
+    weights = tmp_path / "clip.pt"
+    torch.save(tiny.model.state_dict(), weights)
+    with caplog.at_level(logging.INFO):
+        open_clip.create_model(TINY_MODEL_NAME)  # open_clip itself warns ...
+    assert "initialized randomly" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        build_clip(TINY_MODEL_NAME, pretrained=str(weights), image_size=None)
+        build_clip(TINY_MODEL_NAME, image_size=None)
+        logging.getLogger().warning("another root warning")  # ... only that record goes
+    assert "initialized randomly" not in caplog.text
+    assert "loaded CLIP weights" in caplog.text and "random init" in caplog.text
+    assert "another root warning" in caplog.text
+
+
 def test_encode_image_shapes_and_agreement_with_open_clip(tiny):
     images = torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

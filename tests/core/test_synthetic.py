@@ -325,3 +325,12 @@ def test_errors_name_the_argument(tmp_path):
         make_synthetic(tmp_path / "c", SyntheticSpec(**SMALL))
     summary = make_synthetic(tmp_path / "c", SyntheticSpec(**SMALL), overwrite=True)
     assert len(_names(tmp_path / "c", "image_train")) == summary.num_train_images
+
+
+def test_drawing_in_several_processes_writes_the_same_files(small_set, tmp_path, monkeypatch):
+    from viewcoop_core.synthetic import writer
+
+    root, _ = small_set
+    monkeypatch.setattr(writer, "drawing_processes", lambda num_ids: 2)
+    make_synthetic(tmp_path / "parallel", SyntheticSpec(seed=0, **SMALL))
+    assert _files(tmp_path / "parallel") == _files(root)

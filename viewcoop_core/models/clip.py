@@ -143,6 +143,11 @@ def build_clip(
     if tag is not None:
         _check_pretrained_tag(model_name, tag)
 
+    # open_clip warns "No pretrained weights loaded ... initialized randomly" whenever it
+    # loads none itself: untrue before load_weights_file below, and asked for with
+    # pretrained=None (logged as "random init"). Only that root-logger record is dropped.
+    drop = _random_init_warning_filter(model_name)
+    logging.getLogger().addFilter(drop)
     try:
         model = open_clip.create_model(
             model_name, pretrained=tag, force_image_size=image_size, device="cpu"
@@ -155,6 +160,8 @@ def build_clip(
             "Tags need network access or a warm open_clip/Hugging Face cache; "
             "alternatively pass a local weights file as `pretrained`."
         ) from error
+    finally:
+        logging.getLogger().removeFilter(drop)
     if weights_file is not None:
         load_weights_file(model, weights_file)
     model = model.to(device)
@@ -180,6 +187,12 @@ def build_clip(
         count_parameters(model) / 1e6,
     )
     return bundle
+
+
+def _random_init_warning_filter(model_name: str):
+    """A logging filter dropping open_clip's random-init warning for ``model_name``."""
+    text = f"No pretrained weights loaded for model '{model_name}'"
+    return lambda record: not record.getMessage().startswith(text)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -34,9 +34,13 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -44,7 +48,7 @@ from PIL import Image
 from viewcoop_core.outputs import claim_output_dir, owns, write_marker
 from viewcoop_core.synthetic.cameras import CameraStyle, camera_styles
 from viewcoop_core.synthetic.common import TAG_FRAME, TAG_IMAGE, TAG_QUERY, rng_for
-from viewcoop_core.synthetic.identities import assign_identities
+from viewcoop_core.synthetic.identities import VehicleAttributes, assign_identities
 from viewcoop_core.synthetic.render import RenderedSample, render_sample
 from viewcoop_core.synthetic.spec import SyntheticSpec
 from viewcoop_core.synthetic.vehicles import VehicleModel, build_vehicle_model
@@ -57,6 +61,7 @@ MASK_DIR = "masks"
 OUTPUT_KIND = "synthetic-set"
 META_FILE = "meta.json"
 JPEG_QUALITY = 92
+IDS_PER_PROCESS = 8  # fewer identities than this per extra process: drawn in this one
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,42 @@ def _write_identity(
     return records
 
 
+def _draw_identity(
+    attrs: VehicleAttributes,
+    out: Path,
+    num_train_ids: int,
+    styles: list[CameraStyle],
+    seed: int,
+    images_per_camera: int,
+    image_size: tuple[int, int],
+) -> dict[tuple[int, int], dict]:
+    """Every image of one identity, written; (camera, k) -> its meta record."""
+    split = "train" if attrs.vid <= num_train_ids else "gallery"
+    vehicle = build_vehicle_model(attrs)
+    return _write_identity(out, vehicle, split, styles, seed, images_per_camera, image_size)
+
+
+def drawing_processes(num_ids: int) -> int:
+    """Processes to draw ``num_ids`` identities with: one per available CPU, but at least
+    ``IDS_PER_PROCESS`` identities each (starting a process costs about a second)."""
+    return max(1, min(len(os.sched_getaffinity(0)), num_ids // IDS_PER_PROCESS))
+
+
+def _draw_all(draw, identities: list[VehicleAttributes]) -> list[dict[tuple[int, int], dict]]:
+    """``draw`` over the identities, in their order, in parallel where it pays.
+
+    Every image is drawn from its own seeded generator, so the files do not depend on
+    which process draws them. Worker processes are spawned, not forked: the caller may
+    hold threads (torch, Ray) that a fork would copy in an undefined state.
+    """
+    processes = drawing_processes(len(identities))
+    if processes == 1:
+        return [draw(attrs) for attrs in identities]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        return list(pool.map(draw, identities, chunksize=2))
+
+
 def _copy_queries(out: Path, records: dict[tuple[int, int], dict], chosen) -> list[dict]:
     """Copy the chosen gallery images into ``image_query`` (VeRi: same name, same bytes)."""
     queries = []
@@ -224,13 +265,19 @@ def make_synthetic(
     _prepare_out_dir(out, overwrite)
     identities = assign_identities(num_ids, num_train_ids, seed, spec.near_duplicate_fraction)
     styles = camera_styles(num_cameras, seed, spec.camera_looks)
+    draw = partial(
+        _draw_identity,
+        out=out,
+        num_train_ids=num_train_ids,
+        styles=styles,
+        seed=seed,
+        images_per_camera=images_per_camera,
+        image_size=image_size,
+    )
     images: list[dict] = []
-    for attrs in identities:
-        split = "train" if attrs.vid <= num_train_ids else "gallery"
-        vehicle = build_vehicle_model(attrs)
-        records = _write_identity(out, vehicle, split, styles, seed, images_per_camera, image_size)
+    for attrs, records in zip(identities, _draw_all(draw, identities)):
         images += records.values()
-        if split == "gallery":
+        if attrs.vid > num_train_ids:
             chosen = _choose_queries(
                 seed, attrs.vid, num_cameras, images_per_camera, spec.queries_per_id
             )
