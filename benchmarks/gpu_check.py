@@ -50,6 +50,9 @@ PLAN = {
         {"num_ids": 24, "num_cameras": 3, "images_per_camera": 2},
     ),  # fmt: skip
     "epoch_iters": (50, 2),
+    # The training batch: the config's own on the GPU (64 = 16 ids x 4); P x K = 4 x 2 on
+    # the dry run's 24 identities.
+    "batch": ([], ["train.batch_size=8", "train.num_instances=2"]),
     "num_workers": (8, 0),
     "eval_size": ([1678, 11579], [200, 1000]),
 }
@@ -125,7 +128,7 @@ def synthetic_overrides(out: Path, dry: bool, image_size: int) -> list[str]:
     items = [
         "data.dataset=synthetic", f"data.root={root}", "data.masks_dir=null",
         f"data.num_workers={setting('num_workers', dry)}", "model.pretrained=null",
-        "model.synthetic_pretrain=false", f"data.synthetic.image_size={image_size}",
+        f"data.synthetic.image_size={image_size}",
     ]  # fmt: skip
     items += [f"data.synthetic.{key}={value}" for key, value in spec.items()]
     return items + setting("batch", dry)

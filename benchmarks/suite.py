@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cpu-reference-max-n", type=int, default=40000, help="on CUDA: ARI vs CPU up to this N"
     )
     parser.add_argument("--train-config", default="experiments/demo.yaml")
-    parser.add_argument("--train-set", nargs="*", default=["model.synthetic_pretrain=false"])
+    parser.add_argument("--train-set", nargs="*", default=[])
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--ray-config", default="experiments/demo.yaml")
     parser.add_argument("--ray-set", nargs="*", default=[])

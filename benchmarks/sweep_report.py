@@ -2,15 +2,17 @@
 
 The sweep's own summary (``summary/table.md`` on the parent run) gives mAP and Rank-k.
 This report reads the same MLflow store and adds, per grid point: mAP before training
-(epoch 0), the ARI of the image and text pseudo-labels against the true ids and the
+(epoch 0), the ARI of the image and text pseudo-labels against the true ids, the k-NN
+identity precision (k = 10) of the image and text features (``engine/diagnostics.py``) and the
 precision / recall of the mutual-graph edges at the point's tau, all at the last
-epoch's clustering. Sweeps of the same grid run with different seeds are averaged
-row by row with ``--average`` (cells read ``mean ± half the range``). It is what the
-README's synthetic benchmark tables are made of:
+epoch's clustering. A sweep run with ``--seeds N`` (a ``train.seed`` axis) has one
+row per point, each cell ``mean ± std`` over its seeds (sample std), and the point's mAP
+difference to the best point, marked ``> 2 std`` when it exceeds twice the pooled std;
+``--average`` pools the seeds of several sweeps of the same grid the same way. It is
+what the README's synthetic benchmark tables are made of:
 
     python benchmarks/sweep_report.py --tracking-uri sqlite:///runs/mlflow.db \
-        --experiment viewcoop-synthetic-bench \
-        --average table3_tau-bench table3_tau-bench-seed1
+        --experiment viewcoop-synthetic-bench --sweeps table1_modules-bench
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from orchestrator.sweep.seeds import SEED_KEY, cell, mean_std
 from viewcoop_core.graph import tau_name
 
 # Report column -> the MLflow metric it shows (fractions, shown in percent).
@@ -32,6 +35,8 @@ LAST_EPOCH_METRICS = {
     "R10": "R10",
     "img ARI": "img_ari",
     "txt ARI": "txt_ari",
+    "img kNN": "knn_prec_img",
+    "txt kNN": "knn_prec_txt",
 }
 COLUMNS = ("point", "mAP@0", *LAST_EPOCH_METRICS, "edge prec", "edge rec")
 
@@ -44,7 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="viewcoop-synthetic-bench")
     parser.add_argument("--sweeps", nargs="*", help="sweep names (default: every sweep there)")
     parser.add_argument(
-        "--average", nargs="+", help="sweeps of one grid (e.g. two seeds): one averaged table"
+        "--average", nargs="+", help="sweeps of one grid: their seeds pooled in one table"
     )
     return parser.parse_args(argv)
 
@@ -75,48 +80,66 @@ def point_row(client: MlflowClient, run) -> dict[str, float | None]:
     return row
 
 
-def sweep_rows(client: MlflowClient, experiment_id: str, parent) -> dict[str, dict]:
-    """Grid point slug -> its figures (empty when the point has no run), in sweep order."""
+def sweep_rows(client: MlflowClient, experiment_id: str, parent) -> dict[str, list[dict]]:
+    """Point (its overrides without the seed) -> the figures of each of its seeds' runs
+    (empty dicts for points without a run), in sweep order."""
     name = parent.data.params["sweep.name"]
     children = client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {run.info.run_name: run for run in children}
-    slugs = [
-        k.removeprefix("sweep.point.") for k in parent.data.params if k.startswith("sweep.point.")
-    ]
-    rows = {}
-    for slug in slugs:
-        run = by_name.get(f"{name}-{slug}")
-        rows[slug] = point_row(client, run) if run is not None else {}
+    rows: dict[str, list[dict]] = {}
+    for key, overrides in parent.data.params.items():
+        if not key.startswith("sweep.point."):
+            continue
+        run = by_name.get(f"{name}-{key.removeprefix('sweep.point.')}")
+        point = ", ".join(p for p in overrides.split(", ") if not p.startswith(f"{SEED_KEY}="))
+        rows.setdefault(point or "default", []).append(
+            point_row(client, run) if run is not None else {}
+        )
     return rows
 
 
-def average_cell(values: Sequence[float | None]) -> str:
-    """One cell over sweeps: the value, or ``mean ± half range``; "-" if any is missing."""
-    if not values or any(v is None for v in values):
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    spread = (max(values) - min(values)) / 2
-    return f"{np.mean(values):.1f} ± {spread:.1f}"
+def stat_cell(values: Sequence[float | None]) -> str:
+    """``mean ± std`` over the seeds that have the figure; "-" when none has it."""
+    mean, std = mean_std([v for v in values if v is not None])
+    return cell(mean, std)
 
 
-def markdown_table(title: str, runs: Sequence[dict[str, dict]]) -> str:
-    """One table over one or more sweeps of the same grid (rows matched by point slug)."""
+def markdown_table(title: str, runs: Sequence[dict[str, list[dict]]]) -> str:
+    """One table over one or more sweeps of the same grid (seeds pooled per point)."""
+    pooled: dict[str, list[dict]] = {}
+    for rows in runs:
+        for point, seeds in rows.items():
+            pooled.setdefault(point, []).extend(seeds)
+    maps = {
+        p: [r.get("mAP") for r in seeds if r.get("mAP") is not None] for p, seeds in pooled.items()
+    }
+    best = max((p for p in maps if maps[p]), key=lambda p: np.mean(maps[p]), default=None)
+    header = [*COLUMNS, "seeds", "mAP vs best"]
     lines = [
-        f"**{title}**",
+        f"**{title}** (mean ± std over seeds)",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|---|" + "---:|" * (len(COLUMNS) - 1),
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
     ]
-    for slug in runs[0]:
-        cells = [slug] + [
-            average_cell([rows.get(slug, {}).get(column) for rows in runs])
-            for column in COLUMNS[1:]
-        ]
+    for point, seeds in pooled.items():
+        cells = [point] + [stat_cell([r.get(column) for r in seeds]) for column in COLUMNS[1:]]
+        cells.append(str(len(maps[point])))
+        cells.append(versus_best(maps[point], maps[best]) if best and point != best else "best")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def versus_best(values: Sequence[float], best: Sequence[float]) -> str:
+    """The mAP difference to the best point, marked by the 2-std rule when both have 2+ seeds."""
+    if not values:
+        return "-"
+    delta = float(np.mean(values) - np.mean(best))
+    if len(values) < 2 or len(best) < 2:
+        return f"{delta:+.1f}"
+    pooled = np.sqrt((np.var(values, ddof=1) + np.var(best, ddof=1)) / 2)
+    return f"{delta:+.1f}" + (" (> 2 std)" if abs(delta) > 2 * pooled else " (within 2 std)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -134,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     tables = {name: sweep_rows(client, experiment.experiment_id, parents[name]) for name in names}
     if args.average:
-        title = " + ".join(names) + f" (mean ± half range of {len(names)})"
+        title = " + ".join(names)
         print(markdown_table(title, list(tables.values())))  # noqa: T201 - a report
         return
     for name, rows in tables.items():

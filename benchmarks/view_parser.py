@@ -28,10 +28,12 @@ from pathlib import Path
 
 import torch
 
+from viewcoop_core.outputs import owns
 from viewcoop_core.synthetic import SyntheticSpec, ensure_synthetic
 from viewcoop_core.viewparse.checkpoint import save_parser
 from viewcoop_core.viewparse.evaluate import evaluate_parser
 from viewcoop_core.viewparse.model import build_parser
+from viewcoop_core.viewparse.predict import OUTPUT_KIND as PREDICT_KIND
 from viewcoop_core.viewparse.predict import predict_folder
 from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 from viewcoop_core.viewparse.train import train_parser
@@ -98,8 +100,9 @@ def throughput_step(out: Path, checkpoint: Path) -> dict:
         root = out / f"speed-set-{size}"
         ensure_synthetic(root, EVAL_SPEC.replace(image_size=size, num_ids=8, seed=13))
         target = out / f"speed-masks-{size}-{parser.stem}"
-        for stale in target.glob("*.png"):  # our own output of an earlier call
-            stale.unlink()
+        if owns(target, PREDICT_KIND):  # our own output of an earlier call: predict anew
+            for stale in target.glob("*.png"):
+                stale.unlink()
         summary = predict_folder([root / "image_train", root / "image_test"], parser, target)
         input_size = 256 if parser == big_checkpoint else 128
         figures[f"{size}px_images_parser_input_{input_size}"] = round(summary.images_per_second, 1)

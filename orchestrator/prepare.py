@@ -1,8 +1,8 @@
 """Everything a training does before Ray starts: the dataset drawn and checked, paths
 pinned, weights ready, the run folder claimed.
 
-Nothing here imports Ray, MLflow or torch (the synthetic CLIP's pretraining imports torch
-when it is asked for), so ``viewcoop train`` reports a bad config or a bad file in
+Nothing here imports Ray, MLflow or torch (the view parser imports torch when a run names
+one), so ``viewcoop train`` reports a bad config or a bad file in
 seconds, and a dataset error leaves no empty ``runs/<name>/`` behind: the run folder is
 claimed only once the data passed.
 """
@@ -54,19 +54,18 @@ def ensure_dataset(cfg: ExperimentConfig) -> None:
 
 
 def ensure_weights(cfg: ExperimentConfig) -> ExperimentConfig:
-    """With ``model.synthetic_pretrain``: the cached synthetic-pretrained tiny CLIP as
-    ``model.pretrained`` (trained here, on the driver, the first time)."""
-    if not cfg.model.synthetic_pretrain:
-        return cfg
-    from viewcoop_core.synthetic import weights  # torch: only when pretraining is asked for
-    from viewcoop_core.synthetic.spec import PRETRAIN_SPEC
+    """Check shipped weights (``model.pretrained: synthetic``) against their checksum
+    here, before Ray starts, so a damaged installation is named at once."""
+    from viewcoop_core.vocabulary import SHIPPED_WEIGHTS
 
-    path = weights.ensure_pretrained_tiny_clip(
-        Path(cfg.data.root).parent / "pretrained",
-        PRETRAIN_SPEC.replace(image_size=cfg.model.image_size),
-        max_seconds=cfg.model.synthetic_pretrain_seconds,
-    )
-    return pinned(cfg, {"model.pretrained": str(path), "model.synthetic_pretrain": False})
+    if cfg.model.pretrained in SHIPPED_WEIGHTS:
+        from viewcoop_core.models.shipped import ShippedWeightsError, shipped_weights
+
+        try:
+            shipped_weights(cfg.model.pretrained, cfg.model.name)
+        except ShippedWeightsError as exc:
+            raise ConfigError(f"model.pretrained={cfg.model.pretrained!r}: {exc}") from exc
+    return cfg
 
 
 def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -43,6 +43,7 @@ from orchestrator.prepare import (  # noqa: F401 - re-exported: the pre-Ray step
 from orchestrator.progress import LiveProgress
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.data.datasets import load_dataset
+from viewcoop_core.engine.checkpoint import CheckpointError, read_checkpoint
 from viewcoop_core.engine.tracking import (
     RUN_NAME_TAG,
     RunTracker,
@@ -53,6 +54,8 @@ from workers.reporting import STOPPED_FILE
 from workers.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_MANAGER_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's file
 
 
 def raise_if_stopped(run_dir: Path) -> None:
@@ -197,6 +200,28 @@ def stop_interrupted_run(run_name: str, tracking_uri: str, run_id: str) -> None:
         ray.shutdown()
 
 
+def unlisted_checkpoint(run_dir: Path) -> str | None:
+    """The newest readable checkpoint of a run that Ray Train's snapshot does not list.
+
+    Ray Train resumes from ``checkpoint_manager_snapshot.json``, which its controller
+    writes some time after a worker's report returned; a run interrupted in between
+    (Ctrl-C right after an epoch, a killed driver) has a checkpoint folder but no
+    snapshot, and would start over. The workers then resume from this folder instead.
+    """
+    if (run_dir / CHECKPOINT_MANAGER_SNAPSHOT).is_file() or not run_dir.is_dir():
+        return None
+    folders = sorted(run_dir.glob("checkpoint_*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for folder in folders:
+        try:
+            state = read_checkpoint(folder)
+        except CheckpointError as exc:  # e.g. cut off mid-write by the interruption
+            logger.warning("skipping checkpoint %s: %s", folder, exc)
+            continue
+        logger.info("resuming from %s (epoch %d)", folder, int(state["epoch"]))
+        return str(folder)
+    return None
+
+
 def build_trainer(
     cfg: ExperimentConfig, loop_config: dict[str, Any], run_name: str, callbacks: list | None = None
 ) -> TorchTrainer:
@@ -255,6 +280,7 @@ def run_prepared(
         cfg, run_name, len(dataset.train), true_ids, camids, cfg.ray.namespace
     )
     loop_config = train_loop_config(cfg, run_name, run_dir, tracking_uri, run_id)
+    loop_config["unlisted_checkpoint"] = unlisted_checkpoint(run_dir)
     (run_dir / STOPPED_FILE).unlink(missing_ok=True)
     try:
         with LiveProgress(run_name, cfg.train.epochs, cfg.train.progress) as progress:

@@ -35,8 +35,10 @@ from viewcoop_core.vocabulary import (
     DICTIONARY_BACKEND_CHOICES,
     JACCARD_NEIGHBOURHOODS,
     LOSS_TERMS,
+    PATCH_READINGS,
     PATCH_SIZES,
     PROMPT_VARIANTS,
+    SHIPPED_WEIGHTS,
     TEXT_TARGETS,
     parse_losses,
     parse_tau,
@@ -45,19 +47,15 @@ from viewcoop_core.vocabulary import (
 
 @dataclass
 class ModelConfig:
-    """open_clip backbone. ``pretrained``: None, an open_clip tag or a local weights file.
-
-    ``synthetic_pretrain``: for the tiny model only (no real CLIP weights on CPU demos):
-    pretrain it contrastively on captioned synthetic vehicles with other identities
-    than the re-id set (``viewcoop_core.synthetic.pretrain``), cached, and start from
-    those weights.
+    """open_clip backbone. ``pretrained``: None (random init), an open_clip tag, a local
+    weights file, or ``synthetic``: the tiny CLIP's weights shipped with the project,
+    pretrained on captioned synthetic vehicles of other identities than any re-id set
+    (``viewcoop pretrain-tiny`` remakes them; no real CLIP weights on a CPU demo).
     """
 
     name: str = "ViT-B-16"
     pretrained: str | None = None
     image_size: int = 256
-    synthetic_pretrain: bool = False
-    synthetic_pretrain_seconds: float = 150.0
 
     def __post_init__(self) -> None:
         _require_text(self.name, "model.name")
@@ -67,18 +65,14 @@ class ModelConfig:
             self.image_size,
             "a positive multiple of 16 (the ViT patch size)",
         )
-        _require(
-            self.synthetic_pretrain_seconds > 0,
-            "model.synthetic_pretrain_seconds",
-            self.synthetic_pretrain_seconds,
-            "a number > 0",
-        )
-        _require(
-            not (self.synthetic_pretrain and self.pretrained),
-            "model.synthetic_pretrain",
-            self.synthetic_pretrain,
-            "false when model.pretrained is set",
-        )
+        if self.pretrained in SHIPPED_WEIGHTS:
+            architecture = SHIPPED_WEIGHTS[self.pretrained][0]
+            _require(
+                self.name == architecture,
+                "model.name",
+                self.name,
+                f"{architecture!r} with model.pretrained={self.pretrained!r}",
+            )
 
 
 @dataclass
@@ -112,9 +106,16 @@ class PromptConfig:
 
 @dataclass
 class ViewsConfig:
-    """``patch_size``: 8, 16 or 32 pixels on the resized mask, or "pixel"."""
+    """``patch_size``: 8, 16 or 32, or "pixel" (pixel-level ratios).
+
+    ``patch_reading``: how Table 4's "s x s patches" are read. ``pixels``: patches of
+    s x s pixels on the mask resized to the network input (16 x 16 patches of a 256 px
+    input are the ViT's own tokens); ``grid``: an s x s grid of patches over the mask,
+    each (input side / s) pixels wide. The two agree at s = 16 on 256 px inputs.
+    """
 
     patch_size: int | str = 16
+    patch_reading: str = "pixels"
 
     def __post_init__(self) -> None:
         if isinstance(self.patch_size, str) and self.patch_size.isdigit():
@@ -125,11 +126,26 @@ class ViewsConfig:
             self.patch_size,
             f"one of {PATCH_SIZES} or 'pixel'",
         )
+        _require(
+            self.patch_reading in PATCH_READINGS,
+            "views.patch_reading",
+            self.patch_reading,
+            f"one of {PATCH_READINGS}",
+        )
 
-    @property
-    def patch_pixels(self) -> int | None:
-        """Patch side in pixels, None for pixel-level ratios."""
-        return None if self.patch_size == "pixel" else int(self.patch_size)
+    def patch_pixels(self, image_size: int) -> int | None:
+        """Patch side in pixels on an ``image_size`` input, None for pixel-level ratios."""
+        if self.patch_size == "pixel":
+            return None
+        if self.patch_reading == "pixels":
+            return int(self.patch_size)
+        if image_size % int(self.patch_size):
+            raise ConfigError(
+                f"views.patch_reading='grid' cuts a {image_size} px input into a "
+                f"{self.patch_size} x {self.patch_size} grid: model.image_size must be a "
+                f"multiple of views.patch_size={self.patch_size}"
+            )
+        return image_size // int(self.patch_size)
 
 
 @dataclass
@@ -171,10 +187,11 @@ class ClusterConfig:
             f"one of {CAMERA_NORMS}",
         )
         _require(
-            self.neighbourhood in JACCARD_NEIGHBOURHOODS,
+            self.neighbourhood in JACCARD_NEIGHBOURHOODS
+            and not (self.neighbourhood == "k1" and self.k1 < 2),
             "cluster.neighbourhood",
             self.neighbourhood,
-            f"one of {JACCARD_NEIGHBOURHOODS}",
+            f"one of {JACCARD_NEIGHBOURHOODS} ('k1' with cluster.k1 >= 2)",
         )
 
 
@@ -213,6 +230,8 @@ class LossConfig:
     positives). ``text_targets``: the labels and centroids L_t trains the text features
     toward: the text clusters (``text_clusters``, Eq. 7) or the image clusters
     (``image_clusters``, as CLIP-ReID's text prototypes of image identities).
+    ``camera_proxies``: the weight of an intra-camera proxy contrast added to L_v
+    (``losses/camera_proxies.py``; 0 = off, the paper).
     """
 
     terms: list[str] | str = "full"
@@ -223,6 +242,7 @@ class LossConfig:
     cm_temperature: float = 0.05
     cm_positives: str = "pair"
     text_targets: str = "text_clusters"
+    camera_proxies: float = 0.0
 
     def __post_init__(self) -> None:
         self.terms = list(resolve_loss_terms(self.terms))
@@ -231,6 +251,9 @@ class LossConfig:
         _require(self.margin >= 0, "loss.margin", self.margin, "a number >= 0")
         _require(self.cm_form in CM_FORMS, "loss.cm_form", self.cm_form, f"one of {CM_FORMS}")
         _require(self.cm_temperature > 0, "loss.cm_temperature", self.cm_temperature, "> 0")
+        _require(
+            self.camera_proxies >= 0, "loss.camera_proxies", self.camera_proxies, "a weight >= 0"
+        )
         _require(
             self.cm_positives in CM_POSITIVES,
             "loss.cm_positives",

@@ -20,6 +20,15 @@ class ConfigError(ValueError):
     """A config field holds a value outside what it allows."""
 
 
+REMOVED_FIELDS: dict[str, str] = {
+    "model.synthetic_pretrain": "use model.pretrained: synthetic (the tiny CLIP's weights "
+    "now ship with the project)",
+    "model.synthetic_pretrain_seconds": "remove it: the shipped weights need no pretraining "
+    "at run time (viewcoop pretrain-tiny is bounded by steps)",
+}
+"""Fields of earlier versions -> what to write instead (named in the error)."""
+
+
 def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     """Instantiate dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
     if not isinstance(data, dict):
@@ -28,9 +37,14 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
+        hints_for_removed = "".join(
+            f"; {prefix + u} was removed: {REMOVED_FIELDS[prefix + u]}"
+            for u in unknown
+            if prefix + u in REMOVED_FIELDS
+        )
         raise ConfigError(
             f"unknown config field(s) {[prefix + u for u in unknown]}; "
-            f"{prefix.rstrip('.') or 'the top level'} has {sorted(names)}"
+            f"{prefix.rstrip('.') or 'the top level'} has {sorted(names)}{hints_for_removed}"
         )
     kwargs = {}
     for key, value in data.items():

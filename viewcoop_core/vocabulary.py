@@ -38,6 +38,8 @@ VIEW_MASK_VALUES: tuple[int, ...] = tuple(MASK_VALUE[name] for name in VIEW_NAME
 
 PATCH_SIZES: tuple[int, ...] = (8, 16, 32)
 """Patch sides of the paper's Table 4; ``"pixel"`` (or None) counts pixels instead."""
+PATCH_READINGS: tuple[str, ...] = ("pixels", "grid")
+"""Table 4's "s x s patches": s-pixel patches, or an s x s grid (``ViewsConfig``)."""
 
 # ---------------------------------------------------------------------------- datasets
 
@@ -198,3 +200,14 @@ JACCARD_NEIGHBOURHOODS: tuple[str, ...] = ("k1+1", "k1")
 Contrast's faiss path)."""
 DBSCAN_BACKEND_CHOICES: tuple[str, ...] = (AUTO, *DBSCAN_BACKENDS)
 DICTIONARY_BACKEND_CHOICES: tuple[str, ...] = (AUTO, *DICTIONARY_BACKENDS)
+
+
+# --------------------------------------------------------------------------- weights
+
+TINY_MODEL_NAME = "viewcoop-tiny"
+"""The small CLIP registered with open_clip for tests, the CPU demo and the benchmark."""
+SHIPPED_WEIGHTS: dict[str, tuple[str, str]] = {
+    "synthetic": (TINY_MODEL_NAME, "viewcoop-tiny-synthetic.safetensors"),
+}
+"""``model.pretrained`` tags for weights shipped in ``viewcoop_core/models/weights/``:
+tag -> (the architecture they are for, file name)."""

@@ -46,11 +46,12 @@ def configure_worker_logging(rank: int, level: int = logging.WARNING) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
-def resume_state() -> dict[str, Any] | None:
-    """The latest checkpoint's state when Ray Train restarts or resumes the run."""
+def resume_state(unlisted: str | None = None) -> dict[str, Any] | None:
+    """The latest checkpoint's state when Ray Train restarts or resumes the run; else the
+    checkpoint folder the driver found unlisted (``orchestrator.train.unlisted_checkpoint``)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return None
+        return None if unlisted is None else read_checkpoint(unlisted)
     with checkpoint.as_directory() as directory:
         return read_checkpoint(directory)
 
@@ -65,7 +66,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     comps = build_components(cfg, device)
     core = comps.model
-    state = resume_state()
+    state = resume_state(config.get("unlisted_checkpoint"))
     start_epoch, prev_labels = 1, None
     if state is not None:
         start_epoch = int(state["epoch"]) + 1

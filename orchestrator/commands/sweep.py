@@ -21,13 +21,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         grid_axes=parse_grid_options(args.grid or []),
         name=args.name,
         resume=args.resume,
+        seeds=args.seeds,
     )
     from orchestrator.sweep.report import rich_summary_table
     from orchestrator.sweep.run import execute_sweep
+    from orchestrator.sweep.seeds import seed_table_markdown
 
     outcome = execute_sweep(draft, num_cpus=args.num_cpus, max_concurrent=args.max_concurrent)
     title = f"sweep {outcome.name} (mAP / Rank-k in % at the last epoch, * = best mAP)"
     console.print(rich_summary_table(outcome.rows, outcome.columns, title))
+    if outcome.seed_rows:
+        console.print(seed_table_markdown(outcome.seed_rows, outcome.columns, outcome.name))
     say(f"sweep folder:       {shown_path(outcome.sweep_dir)}")
     say(f"MLflow parent run:  {outcome.parent_run_id} (table and plots: its 'summary' artifacts)")
     say(f"dashboard:          {ui_command(outcome.tracking_uri)}")
@@ -75,6 +79,13 @@ def register(sub) -> None:
     )
     sweep.add_argument(
         "--num-cpus", type=int, help="CPUs of a local Ray instance (ignored with ray.address)"
+    )
+    sweep.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="repeat every point with train.seed 0..N-1; adds a mean ± std table that marks "
+        "differences beyond 2 std",
     )
     sweep.add_argument("--max-concurrent", type=int, help="run at most this many trials at a time")
     sweep.set_defaults(func=cmd_sweep)

@@ -12,7 +12,8 @@ import typing
 
 from orchestrator.commands import add_command
 from orchestrator.console import console
-from viewcoop_core.synthetic.spec import PRETRAIN_SPEC, SyntheticSpec
+from viewcoop_core.synthetic.recipe import PretrainRecipe
+from viewcoop_core.synthetic.spec import SyntheticSpec
 
 # Shorter spellings kept for the options of earlier versions.
 _ALIASES = {"num_ids": ["--ids"], "num_cameras": ["--cameras"]}
@@ -53,24 +54,25 @@ def cmd_pretrain_tiny(args: argparse.Namespace) -> int:
 
     from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
     from viewcoop_core.synthetic.probe import log_probe, reid_probe
-    from viewcoop_core.synthetic.weights import ensure_pretrained_tiny_clip
+    from viewcoop_core.synthetic.recipe import PretrainRecipe
+    from viewcoop_core.synthetic.weights import make_tiny_clip_weights
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    weights = ensure_pretrained_tiny_clip(
-        args.cache_dir,
-        spec_from_args(args),
-        epochs=args.epochs,
+    recipe = PretrainRecipe(
+        spec=spec_from_args(args),
+        steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
-        max_seconds=args.max_seconds if args.max_seconds > 0 else None,
+        seed=args.train_seed,
     )
-    console.print(f"weights: {weights}")
+    make_tiny_clip_weights(args.out, recipe, args.work_dir, device=args.device)
+    console.print(f"weights: {args.out} (recipe, summary and sha256 in its .json)")
     if args.probe_data is None:
         return 0
     settings = [(eps, k1) for eps in (0.5, 0.6) for k1 in (10, 20)]
     torch.manual_seed(0)
-    for name, pretrained in (("random init", None), ("pretrained", str(weights))):
+    for name, pretrained in (("random init", None), ("pretrained", str(args.out))):
         bundle = build_clip(TINY_MODEL_NAME, pretrained=pretrained, image_size=args.spec_image_size)
         log_probe(name, reid_probe(bundle, args.probe_data, settings))
     return 0
@@ -89,26 +91,32 @@ def register(sub) -> None:
     add_spec_options(synth, SyntheticSpec())
     synth.set_defaults(func=cmd_make_synthetic)
 
+    recipe = PretrainRecipe()
     pre = add_command(
         sub,
         "pretrain-tiny",
-        "pretrain the tiny CLIP on captioned synthetic vehicles (cached)",
+        "pretrain the tiny CLIP on captioned synthetic vehicles (the shipped weights)",
         "Pretrains the tiny CLIP (viewcoop-tiny) contrastively on captioned synthetic\n"
-        "vehicles and caches the weights under --cache-dir; the same arguments again\n"
-        "return the cached file at once.",
-        "viewcoop pretrain-tiny --cache-dir data/pretrained --epochs 50",
+        "vehicles for a fixed number of steps and writes .safetensors weights with a\n"
+        ".json record (recipe, summary, sha256). The defaults are the recipe of the\n"
+        "weights shipped as model.pretrained: synthetic; --out onto that file remakes it.",
+        "viewcoop pretrain-tiny --out data/pretrained/tiny.safetensors --steps 3000",
     )
-    pre.add_argument("--cache-dir", default="data/pretrained", help="where set and weights go")
-    pre.add_argument("--epochs", type=int, default=50)
-    pre.add_argument("--batch-size", type=int, default=128)
-    pre.add_argument("--lr", type=float, default=3e-3)
+    pre.add_argument("--out", required=True, help="the .safetensors file to write")
     pre.add_argument(
-        "--max-seconds",
-        type=float,
-        default=150.0,
-        help="cap on drawing the set plus training; 0 for none",
+        "--work-dir", default="data/pretrained", help="where the pretraining set is drawn"
     )
+    pre.add_argument("--steps", type=int, default=recipe.steps)
+    pre.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    pre.add_argument("--lr", type=float, default=recipe.lr)
+    pre.add_argument(
+        "--train-seed",
+        type=int,
+        default=recipe.seed,
+        help="initialisation, batches and augmentation (--seed draws the set)",
+    )
+    pre.add_argument("--device", default="cpu", help="cpu or cuda")
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     pre.add_argument("--probe-data", help="a synthetic re-id set to probe the weights on")
-    add_spec_options(pre, PRETRAIN_SPEC)
+    add_spec_options(pre, recipe.spec)
     pre.set_defaults(func=cmd_pretrain_tiny)

@@ -33,6 +33,7 @@ from orchestrator.sweep.grid import (
     point_config,
     read_sweep_section,
 )
+from orchestrator.sweep.seeds import with_seed_axis
 from viewcoop_core.config import ConfigError, ExperimentConfig
 from viewcoop_core.data.datasets import DatasetFormatError, DatasetLayoutError
 from viewcoop_core.data.masks import MissingMasksError
@@ -74,6 +75,7 @@ def plan_sweep(
     grid_axes: Mapping[str, list[Any]] | None = None,
     name: str | None = None,
     resume: bool = False,
+    seeds: int | None = None,
 ) -> SweepDraft:
     """Everything of ``run.run_sweep`` before Ray starts (arguments as there)."""
     fixed = (
@@ -81,6 +83,7 @@ def plan_sweep(
     )
     axes, points = read_sweep_section(config_path)
     axes.update(grid_axes or {})
+    axes = with_seed_axis(axes, seeds)
     grid = expand_grid(axes, points)
     check_fixed_overrides(grid, fixed)
     name = check_output_name(name or default_sweep_name(config_path, profile), "sweep name")
@@ -247,9 +250,8 @@ def trial_configs(
 
 
 def prepare_shared_inputs(configs: Mapping[str, ExperimentConfig]) -> dict[str, ExperimentConfig]:
-    """Draw the synthetic sets and pretrain the synthetic CLIPs the points need, here on
-    the driver, not in concurrent trials that would do the same work side by side.
-    Returns the configs with the pretrained weights pinned as ``model.pretrained``."""
+    """Draw the synthetic sets the points need and check their weights, here on the
+    driver, not in concurrent trials that would do the same work side by side."""
 
     prepared = {}
     for slug, cfg in configs.items():
@@ -268,7 +270,7 @@ def prepare_sweep_dir(sweep_dir: Path, spec: Mapping[str, Any], resume: bool) ->
             )
         check_resumable(json.loads(spec_path.read_text()), spec, sweep_dir)
         return
-    if spec_path.is_file() or (sweep_dir.is_dir() and any(sweep_dir.iterdir())):
+    if spec_path.is_file():
         raise ConfigError(
             f"sweep {spec['name']!r} already exists at {sweep_dir}; pass --resume to continue it "
             "or --name to start another"

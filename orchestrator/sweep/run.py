@@ -29,6 +29,13 @@ from orchestrator.sweep.plan import (  # noqa: F401 - re-exported
 )
 from orchestrator.sweep.report import SummaryRow, summary_rows, write_summary
 from orchestrator.sweep.resources import TRIAL_CPUS, concurrency_for
+from orchestrator.sweep.seeds import (
+    SEED_KEY,
+    SeedRow,
+    seed_rows,
+    seed_table_markdown,
+    write_seed_csv,
+)
 from orchestrator.sweep.trainable import SweepPlan, build_tuner, sweep_trial, trial_errors
 from orchestrator.train import init_ray
 from viewcoop_core.engine.tracking import metric_history, resolve_tracking_uri
@@ -50,6 +57,7 @@ class SweepOutcome:
     child_run_ids: dict[str, str]
     errors: dict[str, str]
     artifacts: list[Path] = field(default_factory=list)
+    seed_rows: list[SeedRow] = field(default_factory=list)
 
     @property
     def incomplete(self) -> list[str]:
@@ -67,6 +75,7 @@ def run_sweep(
     resume: bool = False,
     num_cpus: int | None = None,
     max_concurrent: int | None = None,
+    seeds: int | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep of ``config_path`` on Ray Tune and summarise it in MLflow.
 
@@ -74,9 +83,10 @@ def run_sweep(
     (dotted key -> values), replacing the file's axes of the same keys. ``name``: the
     sweep's folder and parent run name (default: the file's stem, plus ``-<profile>``).
     ``resume``: continue the sweep of that name; without it an existing one is an error.
-    ``max_concurrent``: a cap below what the cluster fits.
+    ``max_concurrent``: a cap below what the cluster fits. ``seeds``: repeat every point
+    with ``train.seed`` 0..seeds-1 and add the mean ± std table (``sweep/seeds.py``).
     """
-    draft = plan_sweep(config_path, overrides, profile, grid_axes, name, resume)
+    draft = plan_sweep(config_path, overrides, profile, grid_axes, name, resume, seeds)
     return execute_sweep(draft, num_cpus, max_concurrent)
 
 
@@ -171,6 +181,12 @@ def summarise_sweep(
     artifacts = write_summary(
         rows, grid, columns, histories, sweep_dir / SUMMARY_DIR, title, per_point_bars
     )
+    by_seed = seed_rows(rows) if SEED_KEY in columns else []
+    if by_seed:
+        directory = sweep_dir / SUMMARY_DIR
+        (directory / "table_seeds.md").write_text(seed_table_markdown(by_seed, columns, title))
+        artifacts.append(directory / "table_seeds.md")
+        artifacts.append(write_seed_csv(by_seed, columns, directory / "table_seeds.csv"))
     for path in artifacts:
         parent.log_artifact(path, SUMMARY_DIR)
     log_best(parent, rows)
@@ -185,4 +201,5 @@ def summarise_sweep(
         child_ids,
         errors,
         artifacts,
+        by_seed,
     )

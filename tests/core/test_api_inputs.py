@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from viewcoop_core.clustering import pseudo_labels
+from viewcoop_core.clustering.jaccard import jaccard_distance
+from viewcoop_core.clustering.knn import nearest_neighbour_ranks
 from viewcoop_core.config import ClusterConfig
 from viewcoop_core.graph import graph_edges, mutual_dictionary
 from viewcoop_core.label_quality import label_quality
@@ -36,6 +38,20 @@ def test_pseudo_labels_take_numpy_lists_and_tensors_alike():
     np.testing.assert_array_equal(pseudo_labels(features, CONFIG), reference)
     np.testing.assert_array_equal(pseudo_labels(features.tolist(), CONFIG), reference)
     np.testing.assert_array_equal(pseudo_labels(features.astype(np.float64), CONFIG), reference)
+
+
+def test_jaccard_and_nearest_neighbours_take_numpy_and_lists_like_tensors():
+    features = blobs()
+    tensor = torch.nn.functional.normalize(torch.from_numpy(features), dim=1)
+    expected = jaccard_distance(torch.from_numpy(features), k1=4, k2=2).toarray()
+    for given in (features, features.tolist()):
+        np.testing.assert_array_equal(jaccard_distance(given, k1=4, k2=2).toarray(), expected)
+    ranks = nearest_neighbour_ranks(tensor, 5)
+    torch.testing.assert_close(nearest_neighbour_ranks(tensor.numpy(), 5), ranks)
+    with pytest.raises(TypeError, match=ACCEPTED):
+        jaccard_distance("features")
+    with pytest.raises(ValueError, match="num_neighbours"):
+        nearest_neighbour_ranks(tensor, 0)
 
 
 @pytest.mark.parametrize("bad", ["features", {"a": 1}, None, [["a", "b"]]])

@@ -8,12 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_step_and_writes_its_figures(tmp_path):
     out = tmp_path / "gpu"
     done = subprocess.run(

@@ -93,3 +93,21 @@ def test_something_other_than_a_training_state_says_what_was_expected(tmp_path, 
 def test_a_missing_checkpoint_names_the_place(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         read_checkpoint(tmp_path)
+
+
+def test_an_interrupted_run_resumes_from_a_checkpoint_ray_did_not_list_yet(tmp_path):
+    """Ctrl-C between a worker's report and the controller's snapshot left a checkpoint
+    folder that Ray Train would not resume from: the driver hands it to the workers."""
+    from orchestrator.train import CHECKPOINT_MANAGER_SNAPSHOT, unlisted_checkpoint
+
+    assert unlisted_checkpoint(tmp_path / "no-run-yet") is None
+    older, newer = tmp_path / "checkpoint_a", tmp_path / "checkpoint_b"
+    for folder, epoch in ((older, 1), (newer, 2)):
+        folder.mkdir()
+        save_checkpoint(folder, **{**minimal_state(), "epoch": epoch})
+    os.utime(older, (1, 1))
+    assert unlisted_checkpoint(tmp_path) == str(newer)
+    (newer / CHECKPOINT_FILE).write_bytes(b"cut off mid-write")
+    assert unlisted_checkpoint(tmp_path) == str(older)  # a damaged one is skipped
+    (tmp_path / CHECKPOINT_MANAGER_SNAPSHOT).write_text("{}")
+    assert unlisted_checkpoint(tmp_path) is None  # Ray Train resumes by itself

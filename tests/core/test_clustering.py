@@ -50,11 +50,15 @@ def _reciprocal_neighbours(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[np.where(backward == i)[0]]
 
 
-def reference_jaccard(features: torch.Tensor, k1: int, k2: int) -> np.ndarray:
+def reference_jaccard(
+    features: torch.Tensor, k1: int, k2: int, columns: int | None = None
+) -> np.ndarray:
     """Dense (N, N) float64 Jaccard distance with Cluster Contrast's loops.
 
     One convention made explicit: neighbour lists hold k1 + 1 entries with the point
-    itself first (ties with duplicates cannot push it out).
+    itself first (ties with duplicates cannot push it out). ``columns``: keep only that
+    many ranked neighbours (self included), as Cluster Contrast's faiss path does with
+    ``columns = k1``: its k1 + 1 slices then hold k1 entries.
     """
     x = features.double().numpy()
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -62,7 +66,7 @@ def reference_jaccard(features: torch.Tensor, k1: int, k2: int) -> np.ndarray:
     original = 2.0 - 2.0 * x @ x.T
     ordering = original.copy()
     np.fill_diagonal(ordering, -np.inf)
-    rank = np.argsort(ordering, axis=1, kind="stable")
+    rank = np.argsort(ordering, axis=1, kind="stable")[:, :columns]
 
     k_half = int(np.around(k1 / 2))
     nn_k1 = [_reciprocal_neighbours(rank, i, k1) for i in range(n)]
@@ -137,6 +141,24 @@ def test_jaccard_matches_reference_for_other_neighbourhoods(features, k1, k2):
     np.testing.assert_allclose(densify(got), expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(("k1", "k2"), [(30, 6), (7, 3), (2, 1)])
+def test_the_k1_neighbourhood_is_cluster_contrasts_faiss_path(features, k1, k2):
+    expected = reference_jaccard(features[:160], k1=k1, k2=k2, columns=k1)
+    got = jaccard_distance(features[:160], k1=k1, k2=k2, neighbourhood="k1")
+    np.testing.assert_allclose(densify(got), expected, rtol=0, atol=1e-5)
+    assert not np.allclose(expected, reference_jaccard(features[:160], k1=k1, k2=k2))
+
+
+def test_the_neighbourhood_reaches_pseudo_labels(features):
+    k1_plus_1 = pseudo_labels(features, ClusterConfig(eps=0.5, min_samples=4, k1=7, k2=3))
+    k1 = pseudo_labels(
+        features, ClusterConfig(eps=0.5, min_samples=4, k1=7, k2=3, neighbourhood="k1")
+    )
+    assert not np.array_equal(k1_plus_1, k1)
+    with pytest.raises(ValueError, match="neighbourhood"):
+        jaccard_distance(features, k1=1, neighbourhood="k1")
+
+
 def test_jaccard_is_symmetric_with_explicit_zero_diagonal(sparse_full):
     assert (sparse_full != sparse_full.T).nnz == 0
     coo = sparse_full.tocoo()
@@ -175,7 +197,7 @@ def test_jaccard_rejects_bad_arguments(features):
         jaccard_distance(features, max_distance=0.0)
     with pytest.raises(ValueError, match="k1 and k2"):
         jaccard_distance(features, k1=0)
-    with pytest.raises(ValueError, match=r"\(N, D\)"):
+    with pytest.raises(ValueError, match=r"2-D \[N, D\]"):
         jaccard_distance(features[0])
 
 

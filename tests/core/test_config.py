@@ -106,8 +106,25 @@ def test_bad_values_name_the_field(override, field):
 def test_tau_and_patch_size_forms():
     assert load_config(overrides=["graph.tau=2"]).graph.tau == [2]
     assert load_config(overrides=["graph.tau='0'"]).graph.tau == [0]
-    assert load_config(overrides=["views.patch_size=pixel"]).views.patch_pixels is None
-    assert load_config(overrides=["views.patch_size=32"]).views.patch_pixels == 32
+    assert load_config(overrides=["views.patch_size=pixel"]).views.patch_pixels(256) is None
+    assert load_config(overrides=["views.patch_size=32"]).views.patch_pixels(256) == 32
+
+
+@pytest.mark.parametrize(("size", "pixels", "grid"), [(8, 8, 32), (16, 16, 16), (32, 32, 8)])
+def test_the_two_readings_of_table_4_agree_only_at_16_on_256_px(size, pixels, grid):
+    as_pixels = load_config(overrides=[f"views.patch_size={size}"]).views
+    as_grid = load_config(overrides=[f"views.patch_size={size}", "views.patch_reading=grid"])
+    assert as_pixels.patch_pixels(256) == pixels
+    assert as_grid.views.patch_pixels(256) == grid
+    assert as_grid.views.patch_pixels(128) == 128 // size
+
+
+def test_a_grid_that_does_not_divide_the_input_is_named():
+    views = load_config(overrides=["views.patch_size=32", "views.patch_reading=grid"]).views
+    with pytest.raises(ConfigError, match="model.image_size must be a multiple"):
+        views.patch_pixels(240)
+    with pytest.raises(ConfigError, match="views.patch_reading"):
+        load_config(overrides=["views.patch_reading=tiles"])
 
 
 def test_resolved_config_round_trips(tmp_path):

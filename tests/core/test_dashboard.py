@@ -109,7 +109,6 @@ def test_free_port_avoids_a_busy_preferred_port():
         probe.bind(("127.0.0.1", port))
 
 
-@pytest.mark.slow
 def test_ui_serves_the_store_on_localhost_and_stops_with_its_children(finished_run):
     uri = f"sqlite:///{(finished_run.parent / 'mlflow.db').resolve()}"
     with serve_ui(uri) as (url, process):

@@ -68,7 +68,6 @@ def test_nonfinite_terms_names_the_loss_terms_only():
     assert nonfinite_terms(means) == ["L_cm", "loss"]
 
 
-@pytest.mark.slow
 def test_the_local_loop_trains_the_smoke_config_with_diagnostics(tmp_path):
     from orchestrator.train import absolute_paths, ensure_dataset
 

@@ -44,8 +44,6 @@ from viewcoop_core.engine.train import (
 from viewcoop_core.losses import cluster_centroids
 from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 SPEC = SyntheticSpec(num_ids=8, num_cameras=2, images_per_camera=2, image_size=256, seed=11)

@@ -101,27 +101,19 @@ def test_a_set_drawn_before_markers_existed_is_recognised_by_its_meta(tmp_path):
 
 
 def test_shared_inputs_are_prepared_once_on_the_driver(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_pretraining(cache_dir, spec, max_seconds):
-        calls.append((Path(cache_dir), spec.image_size))
-        return Path(cache_dir) / "clip.pt"
-
+    checked = []
     monkeypatch.setattr(
-        "viewcoop_core.synthetic.weights.ensure_pretrained_tiny_clip", fake_pretraining
+        "viewcoop_core.models.shipped.shipped_weights",
+        lambda tag, model_name: checked.append((tag, model_name)),
     )
-    base = {**TINY_SET, "data.root": str(tmp_path / "syn"), "model.synthetic_pretrain": True}
+    base = {**TINY_SET, "data.root": str(tmp_path / "syn"), "model.name": "viewcoop-tiny"}
     configs = {
-        "a": load_config(None, {**base, "graph.tau": "0"}),
-        "b": load_config(None, {**base, "graph.tau": "2", "model.synthetic_pretrain": False}),
+        "a": load_config(None, {**base, "graph.tau": "0", "model.pretrained": "synthetic"}),
+        "b": load_config(None, {**base, "graph.tau": "2"}),
     }
     prepared = prepare_shared_inputs(configs)
     assert (tmp_path / "syn" / "image_train").is_dir()
-    assert calls == [(tmp_path / "pretrained", 32)]
+    assert checked == [("synthetic", "viewcoop-tiny")]
     a, b = prepared["a"], prepared["b"]
-    assert (a.model.pretrained, a.model.synthetic_pretrain) == (
-        str(tmp_path / "pretrained" / "clip.pt"),
-        False,
-    )
+    assert (a.model.pretrained, b.model.pretrained) == ("synthetic", None)
     assert (a.graph.tau, b.graph.tau) == ([0], [2])
-    assert b.model.pretrained is None

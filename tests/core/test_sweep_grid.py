@@ -132,6 +132,7 @@ TABLES = {
         ("w/ ViewCoOp", "viewcoop", ["v", "t", "cm"]),
         ("w/ CMG", "coop", ["v", "t", "g", "cm"]),
         ("Ours", "viewcoop", ["v", "t", "g", "cm"]),
+        ("Ours (as printed)", "viewcoop", ["v", "t", "g", "cm"]),
     ],
     "table2_prompts.yaml": ["coop", "cocoop", "uncoop", "viewcoop_static", "viewcoop"],
     "table3_tau.yaml": [[0], [1], [1, 2], [2]],
@@ -158,9 +159,24 @@ def test_paper_table_sweeps_expand_to_their_rows(file, profile):
         assert [c.views.patch_size for c in configs] == TABLES[file]
     cfg = configs[0]
     if profile == "bench":  # the synthetic benchmark: one shared set, 2 trials on 2 cores
-        assert (cfg.data.root, cfg.data.synthetic.camera_looks) == ("data/synthetic-bench", 1)
-        assert (cfg.model.synthetic_pretrain, cfg.ray.num_workers, cfg.ray.use_gpu) == (
-            True,
+        assert (cfg.data.root, cfg.data.synthetic.camera_looks) == (
+            "data/synthetic-bench-looks",
+            None,
+        )
+        assert (cfg.cluster.camera_norm, cfg.loss.cm_form, cfg.loss.text_targets) == (
+            "mean",
+            "clip",
+            "image_clusters",
+        )
+        if file.startswith("table1"):  # the literal paper setting stays a row
+            literal = configs[-1]
+            assert (literal.cluster.camera_norm, literal.loss.cm_form) == ("none", "eq8")
+            assert (literal.loss.cm_positives, literal.loss.text_targets) == (
+                "pair",
+                "text_clusters",
+            )
+        assert (cfg.model.pretrained, cfg.ray.num_workers, cfg.ray.use_gpu) == (
+            "synthetic",
             1,
             False,
         )

@@ -81,6 +81,12 @@ def test_masks_are_predicted_once_and_the_run_reads_them(world, tmp_path):
     before = snapshot(folder)
     again = prepare_view_masks(config(root, parser, **{"data.view_masks_cache": tmp_path}))
     assert again.data.masks_dir == cfg.data.masks_dir and snapshot(folder) == before
+    # A sweep's trial gets the driver's prepared config: the finished cache is its own
+    # masks folder, recognised as such (not copied into a new cache as "given" masks).
+    assert prepare_view_masks(cfg) is cfg and sorted(tmp_path.iterdir()) == [
+        tmp_path / ".viewcoop-view-mask-cache",
+        folder,
+    ]
 
 
 def test_the_default_cache_lives_next_to_the_data(world):

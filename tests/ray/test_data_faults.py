@@ -12,7 +12,7 @@ from orchestrator.prepare import SKIP_LIST, ensure_dataset
 from orchestrator.train import run_training
 from viewcoop_core.data.datasets import load_dataset
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[2]
 

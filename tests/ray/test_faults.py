@@ -23,7 +23,7 @@ from orchestrator.train import run_training
 from viewcoop_core.engine.checkpoint import read_checkpoint
 from workers.faults import ENV
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -75,9 +75,19 @@ def pseudo_labels(features: Tensor | np.ndarray, config: ClusterConfig | None = 
             "pseudo-labels on %s: Jaccard and DBSCAN (torch) on the device", features.device
         )
         rows, cols, distances = jaccard_upper_pairs(
-            features, k1=config.k1, k2=config.k2, max_distance=max_distance
+            features,
+            k1=config.k1,
+            k2=config.k2,
+            max_distance=max_distance,
+            neighbourhood=config.neighbourhood,
         )
         n = features.shape[0]
         return dbscan_upper_pairs(n, rows, cols, distances, config.eps, config.min_samples)
-    distances = jaccard_distance(features, k1=config.k1, k2=config.k2, max_distance=max_distance)
+    distances = jaccard_distance(
+        features,
+        k1=config.k1,
+        k2=config.k2,
+        max_distance=max_distance,
+        neighbourhood=config.neighbourhood,
+    )
     return dbscan(distances, eps=config.eps, min_samples=config.min_samples, backend=config.backend)

@@ -29,7 +29,8 @@ def camera_normalized(features: Tensor, camids: np.ndarray | Tensor, mode: str) 
     if mode == "none":
         return features
     x = F.normalize(features.float(), dim=1)
-    cams = torch.as_tensor(np.asarray(camids), device=x.device).long()
+    # A copy: arrays from the Ray object store are read-only, which torch warns about.
+    cams = torch.as_tensor(np.array(camids, dtype=np.int64), device=x.device)
     if cams.shape != (x.shape[0],):
         raise ValueError(f"camids must be [N] = [{x.shape[0]}], got {tuple(cams.shape)}")
     _, index = torch.unique(cams, return_inverse=True)

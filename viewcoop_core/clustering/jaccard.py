@@ -37,6 +37,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from viewcoop_core.arrays import feature_matrix
 from viewcoop_core.clustering.encoding import (
     gaussian_rows,
     query_expansion_scipy,
@@ -46,6 +47,7 @@ from viewcoop_core.clustering.join import jaccard_pairs
 from viewcoop_core.clustering.knn import exact_float32_matmul, nearest_neighbour_ranks
 from viewcoop_core.clustering.neighbourhoods import expanded_sets_scipy, expanded_sets_torch
 from viewcoop_core.clustering.threads import single_threaded_ops
+from viewcoop_core.vocabulary import JACCARD_NEIGHBOURHOODS
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +112,13 @@ def jaccard_distance(
     max_distance: float = 1.0,
     block_size: int = 1024,
     device: torch.device | str | None = None,
+    neighbourhood: str = "k1+1",
 ) -> sp.csr_matrix:
     """Exact k-reciprocal Jaccard distance as a sparse matrix (see the module docstring).
 
     Args:
-        features: (N, D) float tensor; L2-normalised here (any float dtype).
+        features: (N, D) floats: a tensor, a NumPy array or a nested list (every value
+            finite); L2-normalised here (any float dtype).
         k1: k-reciprocal neighbourhood size; the expansion uses round(k1 / 2).
         k2: query-expansion neighbourhood size (includes the point itself).
         max_distance: keep pairs with D < max_distance, in (0, 1]. Absent pairs mean
@@ -122,15 +126,20 @@ def jaccard_distance(
         block_size: rows per block; scratch memory is about block_size x N x 4 bytes,
             capped at 256 MiB by shrinking the block.
         device: where to compute; default ``features.device``.
+        neighbourhood: "k1+1": each point's list holds itself and its k1 nearest (the
+            re-ranking paper's code); "k1": itself and k1 - 1 others (Cluster Contrast's
+            faiss path searches k1 neighbours, self included). The half-size sets and
+            the query expansion are the same in both.
 
     Returns:
         (N, N) float32 ``scipy.sparse.csr_matrix``, exactly symmetric, every diagonal
         entry stored explicitly as 0. For N <= k1 the neighbour lists are all N points.
     """
-    n = features.shape[0] if features.ndim == 2 else 0
+    features = feature_matrix(features, "features")
+    n = features.shape[0]
     timings: dict[str, float] = {}
     rows, cols, distances = jaccard_upper_pairs(
-        features, k1, k2, max_distance, block_size, device, timings
+        features, k1, k2, max_distance, block_size, device, timings, neighbourhood
     )
     start = time.perf_counter()
     matrix = _mirror_to_csr(rows.cpu(), cols.cpu(), distances.cpu(), n)
@@ -147,6 +156,7 @@ def jaccard_upper_pairs(
     block_size: int = 1024,
     device: torch.device | str | None = None,
     timings: dict[str, float] | None = None,
+    neighbourhood: str = "k1+1",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``jaccard_distance``'s pairs, left on the compute device: the upper triangle.
 
@@ -156,7 +166,13 @@ def jaccard_upper_pairs(
         (rows, cols, distances): (P,) int64, int64, float32 on the device, rows <= cols:
         every (i, i) with distance 0 and every pair i < j with distance < max_distance.
     """
+    features = feature_matrix(features, "features")
     _check_jaccard_arguments(features, k1, k2, max_distance)
+    if neighbourhood not in JACCARD_NEIGHBOURHOODS or (neighbourhood == "k1" and k1 < 2):
+        raise ValueError(
+            f"neighbourhood={neighbourhood!r} with k1={k1}: expected one of "
+            f"{JACCARD_NEIGHBOURHOODS} ('k1' needs k1 >= 2)"
+        )
     n = features.shape[0]
     device = torch.device(device) if device is not None else features.device
     if n == 0:
@@ -166,10 +182,12 @@ def jaccard_upper_pairs(
     clock = _StageClock(device, timings)
     with torch.no_grad(), exact_float32_matmul(device):
         x = torch.nn.functional.normalize(features.to(device=device, dtype=torch.float32), dim=1)
-        k1_used, _, k2_used = _neighbourhood_sizes(n, k1, k2)
+        k1_used, _, k2_used = _neighbourhood_sizes(n, k1, k2, neighbourhood)
         with clock("knn"):
             ranks = nearest_neighbour_ranks(x, max(k1_used + 1, k2_used), block_size)
-        upper = _upper_pairs_from_ranks(x, ranks, k1, k2, max_distance, block_size, clock)
+        upper = _upper_pairs_from_ranks(
+            x, ranks, k1, k2, max_distance, block_size, clock, neighbourhood=neighbourhood
+        )
     logger.info(
         "jaccard distance: N=%d k1=%d k2=%d on %s: %d stored pairs (upper), %.2f s",
         n,
@@ -182,10 +200,14 @@ def jaccard_upper_pairs(
     return upper
 
 
-def _neighbourhood_sizes(n: int, k1: int, k2: int) -> tuple[int, int, int]:
-    """(k1, round(k1 / 2), k2) clipped to what N points allow; rounding is half to even,
-    like Cluster Contrast's np.around."""
-    return min(k1, n - 1), min(round(k1 / 2), n - 1), min(k2, n)
+def _neighbourhood_sizes(
+    n: int, k1: int, k2: int, neighbourhood: str = "k1+1"
+) -> tuple[int, int, int]:
+    """(neighbours beyond the point itself: k1, or k1 - 1 for "k1"; round(k1 / 2); k2)
+    clipped to what N points allow; rounding is half to even, like Cluster Contrast's
+    np.around."""
+    main = k1 if neighbourhood == "k1+1" else k1 - 1
+    return min(main, n - 1), min(round(k1 / 2), n - 1), min(k2, n)
 
 
 def _resolve_kernels(kernels: str, device: torch.device) -> str:
@@ -207,15 +229,20 @@ def _upper_pairs_from_ranks(
     block_size: int,
     clock: _StageClock,
     kernels: str = "auto",
+    neighbourhood: str = "k1+1",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Everything after the neighbour search, for (N, D) unit features x and (N, K) ranks
     with K >= max(k1 + 1, k2) (clipped to N): the upper-triangle pairs (``join``) on x's
     device."""
     kernels = _resolve_kernels(kernels, x.device)
     if kernels == "torch":
-        return _sparse_stages(x, ranks, k1, k2, max_distance, block_size, clock, kernels, 1)
+        return _sparse_stages(
+            x, ranks, k1, k2, max_distance, block_size, clock, kernels, 1, neighbourhood
+        )
     with single_threaded_ops() as threads:
-        return _sparse_stages(x, ranks, k1, k2, max_distance, block_size, clock, kernels, threads)
+        return _sparse_stages(
+            x, ranks, k1, k2, max_distance, block_size, clock, kernels, threads, neighbourhood
+        )
 
 
 def _sparse_stages(
@@ -228,9 +255,10 @@ def _sparse_stages(
     clock: _StageClock,
     kernels: str,
     threads: int,
+    neighbourhood: str = "k1+1",
 ) -> tuple[Tensor, Tensor, Tensor]:
     n = x.shape[0]
-    k1_used, k_half, k2_used = _neighbourhood_sizes(n, k1, k2)
+    k1_used, k_half, k2_used = _neighbourhood_sizes(n, k1, k2, neighbourhood)
     gather = _MAX_GATHER_ELEMENTS.get(x.device.type, _MAX_GATHER_ELEMENTS["cuda"])
     with clock("expansion"):
         if kernels == "scipy":

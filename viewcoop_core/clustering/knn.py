@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from viewcoop_core.arrays import feature_matrix
 from viewcoop_core.clustering.sparse import rows_per_block
 
 
@@ -34,7 +35,8 @@ def nearest_neighbour_ranks(x: Tensor, num_neighbours: int, block_size: int = 10
     """Exact nearest neighbours by squared euclidean distance, self first.
 
     Args:
-        x: (N, D) float32, L2-normalised rows.
+        x: (N, D) float32, L2-normalised rows: a tensor, or a NumPy array / nested list
+            (read as a CPU tensor).
         num_neighbours: neighbours per row including the row itself, <= N.
         block_size: rows per similarity block (scratch: block x N floats).
 
@@ -42,7 +44,10 @@ def nearest_neighbour_ranks(x: Tensor, num_neighbours: int, block_size: int = 10
         (N, num_neighbours) int64, nearest first. Row i starts with i even when a
         duplicate of x_i exists, so i is always in its own k-reciprocal set.
     """
+    x = feature_matrix(x, "x").float()
     n = x.shape[0]
+    if not 1 <= num_neighbours <= n:
+        raise ValueError(f"num_neighbours={num_neighbours} must be in 1..N={n}")
     ranks = torch.empty((n, num_neighbours), dtype=torch.int64, device=x.device)
     step = rows_per_block(block_size, n)
     for start in range(0, n, step):

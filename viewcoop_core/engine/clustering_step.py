@@ -24,6 +24,7 @@ from viewcoop_core.config import ClusterConfig, GraphConfig
 from viewcoop_core.graph import TAU_PRESETS, graph_statistics, mutual_dictionary
 from viewcoop_core.label_quality import label_quality
 from viewcoop_core.losses import cluster_centroids
+from viewcoop_core.losses.camera_proxies import camera_proxy_labels
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class ClusterResult:
     img_centroids: np.ndarray
     txt_centroids: np.ndarray
     txt_centroids_by_img: np.ndarray | None = None
+    # Camera proxies (when the cameras are known): int64[N] proxy of each sample,
+    # float32[P, D] their image centroids, int64[P] their cameras.
+    y_proxy: np.ndarray | None = None
+    proxy_centroids: np.ndarray | None = None
+    proxy_cams: np.ndarray | None = None
     stats: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -123,6 +129,7 @@ class ClusteringStep:
             torch.as_tensor(txt), torch.as_tensor(labels["img"], dtype=torch.long)
         )
         stats = self.statistics(labels["img"], labels["txt"], timings)
+        proxies = self.camera_proxies(img, labels["img"])
         result = ClusterResult(
             epoch=epoch,
             y_img=labels["img"],
@@ -132,6 +139,7 @@ class ClusteringStep:
             txt_centroids_by_img=by_img.numpy().astype(np.float32),
             stats=stats,
             timings=timings,
+            **proxies,
         )
         logger.info(
             "epoch %d: %d image clusters (%.1f%% outliers), %d text clusters (%.1f%% outliers)",
@@ -142,6 +150,18 @@ class ClusteringStep:
             100 * stats["txt_outlier_frac"],
         )
         return result
+
+    def camera_proxies(self, img: np.ndarray, y_img: np.ndarray) -> dict[str, np.ndarray]:
+        """``ClusterResult``'s camera-proxy fields; empty when the cameras are unknown."""
+        if self.camids is None:
+            return {}
+        y_proxy, proxy_cams = camera_proxy_labels(y_img, self.camids)
+        cents, _ = cluster_centroids(torch.as_tensor(img), torch.as_tensor(y_proxy))
+        return {
+            "y_proxy": y_proxy,
+            "proxy_centroids": cents.numpy().astype(np.float32),
+            "proxy_cams": proxy_cams,
+        }
 
     def statistics(
         self, y_img: np.ndarray, y_txt: np.ndarray, timings: dict[str, float]

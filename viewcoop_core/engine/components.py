@@ -70,7 +70,10 @@ def build_components(
     size = (bundle.image_size, bundle.image_size)
     if for_training:
         view_percent = train_view_percent(
-            dataset, cfg.prompt.variant, cfg.views.patch_pixels, bundle.image_size
+            dataset,
+            cfg.prompt.variant,
+            cfg.views.patch_pixels(bundle.image_size),
+            bundle.image_size,
         )
     else:
         view_percent = torch.zeros(len(dataset.train), 4, dtype=torch.long)

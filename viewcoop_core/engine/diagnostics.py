@@ -106,7 +106,7 @@ def loss_gradient_norms(
     encoder, for one batch. Uses a copy of the loss (memories and gather untouched) and
     the unwrapped model (no collectives)."""
     loss_fn = copy.deepcopy(loss_fn)
-    for memory in (loss_fn.image_memory, loss_fn.text_memory):
+    for memory in (loss_fn.image_memory, loss_fn.text_memory, loss_fn.proxy_memory):
         memory.gather = None
     device = next(model.parameters()).device
     idx = batch["index"]
@@ -114,7 +114,8 @@ def loss_gradient_norms(
     rows = {**prompts.rows(idx, device), "cluster_ids": b_img}
     img, txt = model(batch["image"].to(device), **rows, with_text=True)
     positive = graph_edges(batch_dictionary(b_img, b_txt), tau) if "g" in loss_fn.terms else None
-    terms = loss_fn(img, txt, b_img, b_txt, positive)
+    b_proxy = None if labels.y_proxy is None else labels.y_proxy[idx].to(device)
+    terms = loss_fn(img, txt, b_img, b_txt, positive, b_proxy)
     groups = {
         "text": [p for p in model.text_parameters() if p.requires_grad],
         "image": [p for p in model.clip.visual.parameters() if p.requires_grad],

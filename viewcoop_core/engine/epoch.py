@@ -109,6 +109,15 @@ def train_on_clustering(
         torch.tensor(result.img_centroids, device=setup.device),
         torch.tensor(text_targets, device=setup.device),
     )
+    y_proxy = None
+    if setup.loss_fn.uses_camera_proxies:
+        if result.y_proxy is None:
+            raise ValueError("loss.camera_proxies > 0 needs the clustering step to know cameras")
+        setup.loss_fn.reset_proxies(
+            torch.tensor(result.proxy_centroids, device=setup.device),
+            torch.tensor(result.proxy_cams, device=setup.device),
+        )
+        y_proxy = torch.tensor(result.y_proxy, dtype=torch.long)
     loader = pk_loader(
         comps.dataset.train,
         result.y_img,
@@ -128,7 +137,7 @@ def train_on_clustering(
         amp=cfg.train.amp,
         with_text=core.train_text,
     )
-    epoch_labels = EpochLabels(labels, torch.tensor(result.y_txt, dtype=torch.long))
+    epoch_labels = EpochLabels(labels, torch.tensor(result.y_txt, dtype=torch.long), y_proxy)
     prompts = PromptInputs(comps.view_percent, None, order)
     metrics: dict[str, float] = {}
     if diagnose:

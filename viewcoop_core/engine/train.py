@@ -56,6 +56,7 @@ class EpochLabels:
 
     y_img: Tensor
     y_txt: Tensor
+    y_proxy: Tensor | None = None  # camera proxies (``loss.camera_proxies``)
 
 
 def build_optimizer(
@@ -190,7 +191,10 @@ def train_step(
     positive = None
     if "g" in state.loss_fn.terms:
         positive = graph_edges(batch_dictionary(b_img, b_txt), state.tau)
-    terms = state.loss_fn(img.float(), None if txt is None else txt.float(), b_img, b_txt, positive)
+    b_proxy = None if labels.y_proxy is None else labels.y_proxy[idx].to(device)
+    terms = state.loss_fn(
+        img.float(), None if txt is None else txt.float(), b_img, b_txt, positive, b_proxy
+    )
     state.optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
     state.optimizer.step()

@@ -209,10 +209,13 @@ class ClusterMemory(nn.Module):
                 "reset() the memory with this epoch's centroids before training on its labels"
             )
         else:
-            logits = features @ self.memory.t() / self.temperature
-            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
+            loss = F.cross_entropy(self.logits(features, labels), labels, ignore_index=IGNORE_LABEL)
         self._update(features.detach(), labels)
         return loss
+
+    def logits(self, features: Tensor, labels: Tensor) -> Tensor:
+        """[B, C] scores of the batch against every memory row (cosine / temperature)."""
+        return features @ self.memory.t() / self.temperature
 
     @torch.no_grad()
     def _update(self, features: Tensor, labels: Tensor) -> None:

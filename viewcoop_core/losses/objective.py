@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from viewcoop_core.config import LossConfig
+from viewcoop_core.losses.camera_proxies import CameraProxyMemory
 from viewcoop_core.losses.memory import ClusterMemory
 from viewcoop_core.losses.terms import (
     batch_hard_triplet,
@@ -73,6 +74,15 @@ class ViewCoOpLoss(nn.Module):
         temperature, momentum = self.config.temperature, self.config.momentum
         self.image_memory = ClusterMemory(num_features, temperature, momentum, gather)
         self.text_memory = ClusterMemory(num_features, temperature, momentum, gather)
+        self.proxy_memory = CameraProxyMemory(num_features, temperature, momentum, gather)
+
+    @property
+    def uses_camera_proxies(self) -> bool:
+        return "v" in self.terms and self.config.camera_proxies > 0
+
+    def reset_proxies(self, centroids: Tensor, proxy_cams: Tensor) -> None:
+        """The camera proxies' centroids [P, D] and cameras [P] (``loss.camera_proxies``)."""
+        self.proxy_memory.reset_proxies(centroids, proxy_cams)
 
     @property
     def needs_text(self) -> bool:
@@ -103,6 +113,7 @@ class ViewCoOpLoss(nn.Module):
         y_img: Tensor,
         y_txt: Tensor | None = None,
         graph_positive: Tensor | None = None,
+        y_proxy: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Eq. 9: the active loss terms and their sum (L_v + L_t + L_g + L_cm).
 
@@ -112,6 +123,7 @@ class ViewCoOpLoss(nn.Module):
             y_img: long [B] visual pseudo-labels (-1 ignored).
             y_txt: long [B] text pseudo-labels (-1 ignored); needed for L_t.
             graph_positive: bool [B, B] mutual-graph edges among the batch; needed for L_g.
+            y_proxy: long [B] camera-proxy ids (-1 ignored); needed with camera proxies.
 
         Returns:
             ``{term_key: scalar, ..., "loss": scalar}``. Updates the memories.
@@ -122,6 +134,11 @@ class ViewCoOpLoss(nn.Module):
         if "v" in self.terms:
             out["L_v_ce"] = self.image_memory(image_unit, y_img)
             out["L_v_tri"] = batch_hard_triplet(image_unit, y_img, self.margin)
+        if self.uses_camera_proxies:
+            if y_proxy is None:
+                raise ValueError("loss.camera_proxies > 0 needs y_proxy, the camera-proxy ids")
+            proxy_ce = self.proxy_memory(image_unit, y_proxy)
+            out["L_v_cam"] = self.config.camera_proxies * proxy_ce
         if "t" in self.terms:
             targets = y_img if self.text_targets_are_image_clusters else y_txt
             out["L_t"] = text_cluster_loss(self.text_memory, text_features, targets)

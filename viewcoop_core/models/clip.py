@@ -18,22 +18,22 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
-from open_clip.model import resize_pos_embed
 from torch import Tensor, nn
+
+from viewcoop_core.models.shipped import shipped_weights
+from viewcoop_core.models.weight_files import load_weights_file, resolve_weights_file
+from viewcoop_core.vocabulary import SHIPPED_WEIGHTS, TINY_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
-TINY_MODEL_NAME = "viewcoop-tiny"
 TINY_MODEL_CONFIG: dict = {
     "embed_dim": 64,
     "vision_cfg": {
@@ -52,7 +52,6 @@ TINY_MODEL_CONFIG: dict = {
         "layers": 2,
     },
 }
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _TEXT_POOL_AT_EOT = ("argmax", "eos")
 
 _registry_lock = threading.Lock()
@@ -111,7 +110,8 @@ def build_clip(
             ``.bin`` read with ``torch.load(weights_only=True)``, or ``.safetensors``)
             holding a CLIP state dict, possibly nested under ``"state_dict"`` or
             ``"model"``; or an open_clip pretrained tag such as ``"openai"`` or
-            ``"laion2b_s34b_b88k"``, which open_clip fetches (network or a warm cache).
+            ``"laion2b_s34b_b88k"``, which open_clip fetches (network or a warm cache);
+            or ``"synthetic"``, the tiny CLIP's shipped weights (``models/shipped.py``).
             A checkpoint trained at another input size has its vision positional
             embedding resized to this model's patch grid (bicubic, open_clip's helper).
         image_size: square vision input side in pixels (must be a multiple of the
@@ -138,7 +138,10 @@ def build_clip(
         raise ValueError(
             f"image_size={image_size} must be a multiple of {model_name}'s patch size {patch_size}"
         )
-    weights_file = _resolve_weights_file(pretrained)
+    if pretrained in SHIPPED_WEIGHTS:
+        weights_file = shipped_weights(pretrained, model_name)
+    else:
+        weights_file = resolve_weights_file(pretrained)
     tag = pretrained if pretrained is not None and weights_file is None else None
     if tag is not None:
         _check_pretrained_tag(model_name, tag)
@@ -198,35 +201,6 @@ def _random_init_warning_filter(model_name: str):
 def count_parameters(module: nn.Module) -> int:
     """Number of scalar parameters in ``module``."""
     return sum(p.numel() for p in module.parameters())
-
-
-def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a CLIP state dict from a local file into ``model`` (strict).
-
-    Accepts plain or nested (``"state_dict"``/``"model"``) dicts and DDP ``module.``
-    prefixes; resizes the vision positional embedding when the checkpoint was trained
-    on another patch grid (e.g. 224 -> 256 pixels, 14x14 -> 16x16 patches).
-    """
-    path = Path(path)
-    state_dict = _unwrap_state_dict(_read_checkpoint(path), path)
-    # OpenAI's checkpoints carry these three scalars as entries; open_clip keeps them as
-    # constructor arguments.
-    for key in ("input_resolution", "context_length", "vocab_size"):
-        state_dict.pop(key, None)
-    resize_pos_embed(state_dict, model)
-    try:
-        incompatible = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as error:  # size mismatches
-        raise ValueError(f"weights in {path} do not fit this CLIP architecture: {error}") from error
-    if incompatible.missing_keys or incompatible.unexpected_keys:
-        raise ValueError(
-            f"weights in {path} do not match this CLIP architecture: "
-            f"missing {incompatible.missing_keys[:8]} "
-            f"(of {len(incompatible.missing_keys)}), unexpected "
-            f"{incompatible.unexpected_keys[:8]} (of {len(incompatible.unexpected_keys)}); "
-            "check `model_name` (e.g. ViT-B-16 vs ViT-B-32)"
-        )
-    logger.info("loaded CLIP weights from %s", path)
 
 
 def encode_image(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -339,24 +313,6 @@ def _square_image_side(model: nn.Module) -> int:
     return int(height)
 
 
-def _resolve_weights_file(pretrained: str | None) -> Path | None:
-    """The local weights file ``pretrained`` names, or None when it is a tag (or None)."""
-    if pretrained is None:
-        return None
-    path = Path(pretrained).expanduser()
-    looks_like_path = path.suffix in WEIGHT_FILE_SUFFIXES or os.sep in pretrained
-    if path.is_file():
-        if path.suffix not in WEIGHT_FILE_SUFFIXES:
-            raise ValueError(
-                f"pretrained={pretrained!r}: weights files must end in one of "
-                f"{WEIGHT_FILE_SUFFIXES}"
-            )
-        return path
-    if looks_like_path:
-        raise FileNotFoundError(f"pretrained={pretrained!r}: no such weights file")
-    return None
-
-
 def _check_pretrained_tag(model_name: str, tag: str) -> None:
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if tag not in tags:
@@ -364,35 +320,3 @@ def _check_pretrained_tag(model_name: str, tag: str) -> None:
             f"pretrained={tag!r} is neither an existing weights file nor an open_clip tag for "
             f"{model_name!r}; known tags: {tags or 'none'}"
         )
-
-
-def _read_checkpoint(path: Path) -> object:
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as error:
-            raise ImportError(
-                f"reading {path} needs the `safetensors` package (pip install safetensors)"
-            ) from error
-        return load_file(str(path), device="cpu")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError as error:
-        raise ValueError(
-            f"could not read {path} as a state dict with torch.load(weights_only=True) "
-            f"({error}). TorchScript archives such as OpenAI's original ViT-B-16.pt are "
-            "not plain state dicts: use model_name='ViT-B-16-quickgelu', pretrained='openai', "
-            "or re-save the model's state_dict()"
-        ) from error
-
-
-def _unwrap_state_dict(checkpoint: object, path: Path) -> dict[str, Tensor]:
-    for key in ("state_dict", "model"):
-        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
-            checkpoint = checkpoint[key]
-    if not isinstance(checkpoint, Mapping) or not checkpoint:
-        raise ValueError(f"{path} holds no state dict (got {type(checkpoint).__name__})")
-    state_dict = dict(checkpoint)
-    if all(key.startswith("module.") for key in state_dict):
-        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    return state_dict

@@ -6,55 +6,53 @@ initialised backbone has no such knowledge, so its first pseudo-labels are unrel
 to identity and the unsupervised loop never starts. Real CLIP weights cannot be
 downloaded everywhere (the CPU demo), so this module gives the tiny architecture the
 same kind of prior at small scale: CLIP's symmetric InfoNCE on synthetic vehicle
-images paired with captions of their body type, colour, marks and dominant view.
+images paired with captions of their body type, colour, marks and dominant view, under
+augmentation that changes what a camera changes (light, contrast, framing, sharpness),
+so the captions pull together one vehicle seen by different cameras.
 
 The pretraining set is drawn by ``viewcoop_core.synthetic.make_synthetic`` with
-its own seed (default 1000; the demo's re-id set uses 0), so its identities are new
-random draws: no identity, camera style or image of the re-id set is seen here.
-
-``ensure_pretrained_tiny_clip`` draws the set and trains once, caching the weights
-under a name derived from every parameter; ``build_clip(name, pretrained=path)`` loads
-them. ``viewcoop pretrain-tiny --probe-data DIR`` also probes the weights on a re-id set
-(zero-training mAP and pseudo-label ARI, against random init; ``probe.py``).
+its own seed (``PRETRAIN_SPEC``, seed 1000; the re-id sets use other seeds), so its
+identities and cameras are new random draws: no identity, camera style or image of a
+re-id set is seen here. ``pretrain_clip`` is bounded by steps (``PretrainRecipe``), so
+a recipe gives the same weights however busy the machine is. The project ships the
+result (``viewcoop_core/models/weights/``, ``viewcoop pretrain-tiny`` remakes it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from viewcoop_core.data.transforms import build_train_transform
 from viewcoop_core.models.clip import (
     TINY_MODEL_NAME,
     ClipBundle,
     build_clip,
     encode_text_embeddings,
 )
+from viewcoop_core.synthetic.augment import CameraAugment
 from viewcoop_core.synthetic.captions import CaptionedImage, load_images, read_captioned_images
+from viewcoop_core.synthetic.recipe import PretrainRecipe
 
 logger = logging.getLogger(__name__)
 
-# Bump when captions, the loss or the data selection change: it is part of the cache key.
-PRETRAIN_FORMAT_VERSION = 1
 # open_clip's training clamps the learnt temperature at 100.
 _MAX_LOGIT_SCALE = math.log(100.0)
 _WARMUP_FRACTION = 0.1
-
-# The pretraining set and budget of the CPU demo (see ensure_pretrained_tiny_clip):
-# ~1,900 images, ~50 epochs in 2.5 minutes on 2 cores. Many cameras matter most: the
-# re-id set is seen through cameras (light, colour cast, background, blur) never met
-# here, and at equal image counts 24 camera styles generalise far better than 8 or 12.
-DEFAULT_MAX_SECONDS = 150.0
+# Steps averaged for the first and the final loss of the summary.
+_LOSS_WINDOW = 50
 
 
 # ----------------------------------------------------------------------------- loss
@@ -104,23 +102,34 @@ def _encode_captions(model: nn.Module, tokens: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PretrainSummary:
-    """What ``pretrain_clip`` did; ``stopped_by_time`` when ``max_seconds`` ended it.
-
-    ``first_loss`` is the mean loss of the first full epoch (NaN if none finished),
-    ``final_loss`` that of the last epoch run, complete or not.
-    """
+    """What ``pretrain_clip`` did. ``first_loss`` / ``final_loss`` average the first and
+    the last 50 steps; ``seconds`` is for information only (nothing depends on it)."""
 
     out_path: str
     num_images: int
     num_identities: int
     num_captions: int
-    epochs_completed: int
     steps: int
+    epochs: float
     first_loss: float
     final_loss: float
     final_logit_scale: float
     seconds: float
-    stopped_by_time: bool
+
+
+def decode_images(paths: Sequence[str], size: int) -> Tensor:
+    """Every image once, resized to ``size`` square (bicubic), as uint8 [N, 3, size, size]:
+    the whole pretraining set stays in memory (~50 KB an image) and is augmented in
+    batches (``CameraAugment``)."""
+    images = load_images(paths)
+    return torch.stack(
+        [
+            torch.from_numpy(np.array(image.resize((size, size), Image.Resampling.BICUBIC)))
+            .permute(2, 0, 1)
+            .contiguous()
+            for image in images
+        ]
+    )
 
 
 def _learning_rate_factor(progress: float) -> float:
@@ -141,101 +150,44 @@ def _adamw_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
-def _write_atomically(state_dict: dict[str, Tensor], out_path: Path) -> None:
-    # A run killed mid-write must not leave a file that the cache would take as done.
+def save_weights(model: nn.Module, out_path: Path, metadata: dict) -> None:
+    """The state dict as fp16 safetensors (tensors only: loading runs no code), written to
+    a temporary name and renamed, so an interrupted run never leaves a file that looks
+    finished; ``metadata`` goes to the JSON file next to it, written after."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     partial = out_path.with_name(out_path.name + ".partial")
-    torch.save(state_dict, partial)
+    save_file(tensors, str(partial))
     os.replace(partial, out_path)
+    out_path.with_suffix(".json").write_text(json.dumps(metadata, indent=1) + "\n")
 
 
 def pretrain_clip(
     data_root: str | os.PathLike,
     out_path: str | os.PathLike,
-    model_name: str = TINY_MODEL_NAME,
-    image_size: int = 128,
-    epochs: int = 50,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    weight_decay: float = 0.05,
-    view_caption_p: float = 0.25,
-    seed: int = 0,
-    max_seconds: float | None = None,
+    recipe: PretrainRecipe,
     device: str = "cpu",
 ) -> PretrainSummary:
-    """Train a randomly initialised CLIP contrastively on a captioned synthetic set.
+    """Train a randomly initialised ``viewcoop-tiny`` contrastively on a captioned
+    synthetic set for ``recipe.steps`` steps, and save it to ``out_path`` (.safetensors).
 
-    Images get the re-id training augmentation (``build_train_transform``: flip, pad
-    and crop, random erasing). Each step describes each image by its view caption
-    with probability ``view_caption_p``, else by its identity caption: the text tower
-    learns the view words, while the image features are not pushed to separate the
-    views of one vehicle as much as view-only captions would (which hurts re-id).
-    AdamW with a warmup-cosine schedule whose progress is the larger of the step
-    fraction and the elapsed fraction of ``max_seconds``, so a run stopped by the time
-    cap has still annealed its learning rate. The temperature is learnt, clamped at
-    100 like open_clip. Seeding uses a forked torch RNG: the caller's global state is
-    untouched.
-
-    Args:
-        data_root: a folder written by ``make_synthetic`` (needs ``meta.json``, masks).
-        out_path: where ``model.state_dict()`` is saved (``.pt``), written atomically.
-        model_name, image_size: the architecture, as for ``build_clip``.
-        epochs, batch_size, lr, weight_decay: optimisation; the last partial batch of
-            each epoch is dropped.
-        view_caption_p: probability, per image and step, of the caption naming the view.
-        seed: model initialisation, batch order, caption choice and augmentation.
-        max_seconds: hard cap on the training loop's wall time (checked every step).
-        device: where the model trains.
-
-    Returns:
-        A ``PretrainSummary``.
+    Seeding uses a forked torch RNG: the caller's global state is untouched.
     """
-    if epochs < 1 or batch_size < 2:
-        raise ValueError(f"epochs={epochs} must be >= 1 and batch_size={batch_size} >= 2")
-    if not 0.0 <= view_caption_p <= 1.0:
-        raise ValueError(f"view_caption_p={view_caption_p} must be a probability in [0, 1]")
     out_path = Path(out_path).expanduser()
-    if out_path.suffix not in (".pt", ".pth"):
-        raise ValueError(f"out_path={str(out_path)!r}: expected a .pt or .pth file name")
+    if out_path.suffix != ".safetensors":
+        raise ValueError(f"out_path={str(out_path)!r}: expected a .safetensors file name")
     pairs = read_captioned_images(data_root)
-    if len(pairs) < batch_size:
+    if len(pairs) < recipe.batch_size:
         raise ValueError(
-            f"{data_root} holds {len(pairs)} images, fewer than batch_size={batch_size}"
+            f"{data_root} holds {len(pairs)} images, fewer than batch_size={recipe.batch_size}"
         )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        bundle = build_clip(model_name, pretrained=None, image_size=image_size, device=device)
-        schedule = _Schedule(lr, epochs * (len(pairs) // batch_size), max_seconds)
-        summary = _train(
-            bundle,
-            pairs,
-            out_path,
-            epochs,
-            batch_size,
-            weight_decay,
-            view_caption_p,
-            schedule,
-            device,
+        torch.manual_seed(recipe.seed)
+        bundle = build_clip(
+            TINY_MODEL_NAME, pretrained=None, image_size=recipe.image_size, device=device
         )
+        summary = _train(bundle, pairs, out_path, recipe, device)
     return summary
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """Learning rate over training; ``max_seconds`` ends it early."""
-
-    lr: float
-    total_steps: int
-    max_seconds: float | None
-
-    def out_of_time(self, elapsed: float) -> bool:
-        return self.max_seconds is not None and elapsed >= self.max_seconds
-
-    def learning_rate(self, step: int, elapsed: float) -> float:
-        progress = step / self.total_steps
-        if self.max_seconds is not None:
-            progress = max(progress, elapsed / self.max_seconds)
-        return self.lr * _learning_rate_factor(progress)
 
 
 @dataclass(frozen=True)
@@ -266,84 +218,75 @@ class _CaptionTable:
         return torch.where(names_view, self.with_view[batch], self.without_view[batch])
 
 
+def _batches(num_items: int, batch_size: int, steps: int):
+    """``steps`` batches of indices: shuffled epochs, the last partial batch dropped."""
+    per_epoch = num_items // batch_size
+    step = 0
+    while step < steps:
+        for batch in torch.randperm(num_items)[: per_epoch * batch_size].split(batch_size):
+            if step == steps:
+                return
+            yield step, batch
+            step += 1
+
+
 def _train(
     bundle: ClipBundle,
     pairs: list[CaptionedImage],
     out_path: Path,
-    epochs: int,
-    batch_size: int,
-    weight_decay: float,
-    view_caption_p: float,
-    schedule: _Schedule,
+    recipe: PretrainRecipe,
     device: str,
 ) -> PretrainSummary:
     start = time.perf_counter()
     model = bundle.model.train()
-    transform = build_train_transform((bundle.image_size,) * 2, bundle.mean, bundle.std)
-    images = load_images([pair.path for pair in pairs])
+    augment = CameraAugment()
+    images = decode_images([pair.path for pair in pairs], bundle.image_size).to(device)
     captions = _CaptionTable.build(pairs, bundle.tokenizer)
     tokens = captions.tokens.to(device)
-    optimiser = torch.optim.AdamW(_adamw_parameter_groups(model, weight_decay), lr=schedule.lr)
-    steps_per_epoch = len(pairs) // batch_size
+    optimiser = torch.optim.AdamW(_adamw_parameter_groups(model, recipe.weight_decay), lr=recipe.lr)
     logger.info(
-        "pretraining %s on %d images of %d identities, %d distinct captions: %d epochs x %d "
-        "steps of %d%s",
+        "pretraining %s on %d images of %d identities, %d distinct captions: %d steps of %d",
         bundle.model_name,
         len(pairs),
         len({pair.vid for pair in pairs}),
         len(captions.tokens),
-        epochs,
-        steps_per_epoch,
-        batch_size,
-        f", at most {schedule.max_seconds:.0f} s" if schedule.max_seconds is not None else "",
+        recipe.steps,
+        recipe.batch_size,
     )
-    step, epochs_completed, epoch_losses, first_loss = 0, 0, [], float("nan")
-    while epochs_completed < epochs and not schedule.out_of_time(time.perf_counter() - start):
-        epoch_losses = []
-        for batch in torch.randperm(len(pairs))[: steps_per_epoch * batch_size].split(batch_size):
-            elapsed = time.perf_counter() - start
-            if schedule.out_of_time(elapsed):
-                break
-            for group in optimiser.param_groups:
-                group["lr"] = schedule.learning_rate(step, elapsed)
-            pixels = torch.stack([transform(images[int(i)]) for i in batch])
-            caption_rows = captions.sample(batch, view_caption_p)
-            epoch_losses.append(
-                train_step(model, optimiser, pixels.to(device), tokens, caption_rows.to(device))
-            )
-            step += 1
-        else:
-            epochs_completed += 1
-            if epochs_completed == 1:
-                first_loss = float(np.mean(epoch_losses))
-    stopped_by_time = epochs_completed < epochs
-    if stopped_by_time:
-        logger.warning(
-            "pretraining stopped by max_seconds=%.0f after %d of %d steps (%d full epochs)",
-            schedule.max_seconds,
-            step,
-            schedule.total_steps,
-            epochs_completed,
+    losses = []
+    for step, batch in _batches(len(pairs), recipe.batch_size, recipe.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = recipe.lr * _learning_rate_factor(step / recipe.steps)
+        pixels = augment(images[batch.to(device)], bundle.mean, bundle.std)
+        caption_rows = captions.sample(batch, recipe.view_caption_p)
+        losses.append(
+            train_step(model, optimiser, pixels.to(device), tokens, caption_rows.to(device))
         )
-    _write_atomically(model.state_dict(), out_path)
+        if (step + 1) % 250 == 0:
+            logger.info(
+                "pretraining step %d of %d: loss %.3f",
+                step + 1,
+                recipe.steps,
+                np.mean(losses[-250:]),
+            )
     summary = PretrainSummary(
         out_path=str(out_path),
         num_images=len(pairs),
         num_identities=len({pair.vid for pair in pairs}),
         num_captions=len(captions.tokens),
-        epochs_completed=epochs_completed,
-        steps=step,
-        first_loss=first_loss,
-        final_loss=float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
+        steps=len(losses),
+        epochs=round(len(losses) * recipe.batch_size / len(pairs), 2),
+        first_loss=float(np.mean(losses[:_LOSS_WINDOW])),
+        final_loss=float(np.mean(losses[-_LOSS_WINDOW:])),
         final_logit_scale=float(model.logit_scale.detach().exp()),
         seconds=round(time.perf_counter() - start, 2),
-        stopped_by_time=stopped_by_time,
     )
+    save_weights(model, out_path, {"recipe": recipe.to_dict(), "summary": asdict(summary)})
     logger.info(
-        "pretrained %s in %.0f s (%d steps): loss %.3f -> %.3f, logit scale %.1f; saved %s",
+        "pretrained %s: %d steps (%.1f epochs), loss %.3f -> %.3f, logit scale %.1f; saved %s",
         bundle.model_name,
-        summary.seconds,
-        step,
+        summary.steps,
+        summary.epochs,
         summary.first_loss,
         summary.final_loss,
         summary.final_logit_scale,

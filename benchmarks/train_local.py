@@ -1,0 +1,85 @@
+"""One configuration trained without Ray, over seeds, with the per-epoch diagnostics.
+
+The Ray-free engine (``viewcoop_core/engine/local_loop.py``) runs the same epoch as a
+Ray Train worker (extract, cluster, train, evaluate) in one process: the quick way to
+compare settings on a CPU. Prints one line per epoch (mAP, R1, the ARI of the image and
+text pseudo-labels against the true ids, k-NN identity precision of image and text
+features, the share of text-feature variance due to the image / the view percentages /
+the clause order) and a last line per seed; ``--json`` keeps every row. The README's
+option measurements ("Defaults that depart from the printed paper") were made with it:
+
+    python benchmarks/train_local.py experiments/table1_modules.yaml --profile bench \\
+        cluster.camera_norm=none loss.cm_form=eq8 --seeds 0 1 2 --json runs/as-printed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+COLUMNS = (
+    "mAP",
+    "R1",
+    "img_ari",
+    "txt_ari",
+    "knn_prec_img",
+    "knn_prec_txt",
+    "txt_var_image",
+    "txt_var_view",
+    "txt_var_order",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", help="a YAML config, e.g. experiments/table1_modules.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.terms=full")
+    parser.add_argument("--profile", help="a profile of the config, e.g. bench")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="train.seed values")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", help="write every epoch's row of every seed here")
+    return parser.parse_args(argv)
+
+
+def line(seed: int, row: dict) -> str:
+    cells = [f"{key} {100 * row[key]:.1f}" for key in COLUMNS if key in row]
+    return f"seed {seed} epoch {int(row['epoch'])}: " + "  ".join(cells)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    from orchestrator.config import load_config
+    from orchestrator.prepare import absolute_paths, ensure_dataset, ensure_weights
+    from viewcoop_core.engine.local_loop import train_locally
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    runs = {}
+    for seed in args.seeds:
+        cfg = load_config(args.config, [*args.overrides, f"train.seed={seed}"], args.profile)
+        cfg = ensure_weights(absolute_paths(cfg))
+        ensure_dataset(cfg)
+        start = time.perf_counter()
+        rows = train_locally(cfg, diagnostics=True, on_epoch=lambda r, s=seed: print(line(s, r)))
+        print(f"seed {seed}: {time.perf_counter() - start:.0f} s")  # noqa: T201 - a report
+        runs[seed] = rows
+    if args.json:
+        record = {"config": args.config, "profile": args.profile, "overrides": args.overrides}
+        Path(args.json).write_text(json.dumps({**record, "runs": runs}, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
