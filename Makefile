@@ -29,7 +29,14 @@ $(DEV_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/viewcoop demo
 
+# The default suite (CI, ~13 minutes on 2 cores): everything but the tests marked slow.
 test: $(DEV_STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+# Everything a CPU can run, slow tests included (whole sweeps through Ray Tune, the demo's
+# console log; ~6 more minutes): before a release, or after changing orchestrator/sweep/
+# or the console.
+test-all: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
 lint: $(DEV_STAMP)
