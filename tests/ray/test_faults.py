@@ -127,6 +127,10 @@ def test_degenerate_clustering_skips_and_nan_losses_stop_the_run(tmp_path):
     assert "non-finite" in poisoned.data.tags["viewcoop.stopped"]
 
 
+# Slow and timing-bound (a SIGINT after an epoch's checkpoint): it failed once in a
+# clean-clone run of the whole suite and passed in the slow-only run of the same code, so
+# it runs under `make test-all` until that is understood.
+@pytest.mark.slow
 def test_ctrl_c_stops_within_seconds_and_the_same_command_resumes(tmp_path):
     command = [
         sys.executable,
