@@ -108,6 +108,21 @@ def graph_constraint_loss(features: Tensor, positive: Tensor) -> Tensor:
     return (per_pair * not_self).sum() / (batch * (batch - 1))
 
 
+def _check_pairs(image_features: Tensor, text_features: Tensor) -> int:
+    """B, after checking both are [B, D] (row j of each describes sample j)."""
+    if image_features.shape != text_features.shape or image_features.ndim != 2:
+        raise ValueError(
+            "image_features and text_features must both be [B, D], got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+    return image_features.shape[0]
+
+
+def _cosines(image_features: Tensor, text_features: Tensor) -> Tensor:
+    """[B, B] cosine of every image with every text."""
+    return F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t()
+
+
 def cross_modal_loss(image_features: Tensor, text_features: Tensor) -> Tensor:
     """Cross-modal alignment loss L_cm (Eq. 8), image against text.
 
@@ -123,15 +138,10 @@ def cross_modal_loss(image_features: Tensor, text_features: Tensor) -> Tensor:
     Returns:
         Scalar; an in-graph zero for B = 0.
     """
-    if image_features.shape != text_features.shape or image_features.ndim != 2:
-        raise ValueError(
-            "image_features and text_features must both be [B, D], got "
-            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
-        )
-    batch = image_features.shape[0]
+    batch = _check_pairs(image_features, text_features)
     if batch == 0:
         return _in_graph_zero(image_features) + _in_graph_zero(text_features)
-    cos = F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t()
+    cos = _cosines(image_features, text_features)
     matched = torch.eye(batch, dtype=torch.bool, device=cos.device)
     return torch.where(matched, 1.0 - cos, 1.0 + cos).sum() / batch**2
 
@@ -159,16 +169,10 @@ def cross_modal_infonce(
         positive: bool [B, B], ``positive[j, k]`` = text k matches image j; the
             diagonal is always a positive.
     """
-    if image_features.shape != text_features.shape or image_features.ndim != 2:
-        raise ValueError(
-            "image_features and text_features must both be [B, D], got "
-            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
-        )
-    batch = image_features.shape[0]
+    batch = _check_pairs(image_features, text_features)
     if batch == 0:
         return _in_graph_zero(image_features) + _in_graph_zero(text_features)
-    logits = F.normalize(image_features, dim=1) @ F.normalize(text_features, dim=1).t()
-    logits = logits / temperature
+    logits = _cosines(image_features, text_features) / temperature
     matches = torch.eye(batch, dtype=torch.bool, device=logits.device)
     if positive is not None:
         matches = matches | positive
