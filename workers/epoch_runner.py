@@ -14,17 +14,17 @@ import ray
 import torch
 
 from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.engine.batches import extraction_batches
 from viewcoop_core.engine.clustering_step import ClusterResult
 from viewcoop_core.engine.components import Components
-from viewcoop_core.engine.diagnostics import feature_diagnostics
 from viewcoop_core.engine.epoch import (
     EpochSetup,
     enough_clusters,
     text_has_identity,
     train_on_clustering,
 )
-from viewcoop_core.engine.evaluate import evaluate
-from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader, shard_indices
+from viewcoop_core.engine.evaluate import evaluation_row
+from viewcoop_core.engine.extract import PromptInputs, extract_features, shard_indices
 from viewcoop_core.engine.train import epoch_clause_order, extraction_clause_order
 from workers import faults
 from workers.collectives import cluster_epoch, per_worker_batch, wrap_ddp
@@ -60,41 +60,15 @@ class EpochRunner:
         """mAP and ranks of the image encoder on the test protocol, and the diagnostics of
         the training set's features under this epoch's prompts (rank 0 calls it)."""
         cfg, comps = self.cfg, self.comps
-        metrics = evaluate(
-            comps.model,
-            comps.dataset,
-            comps.test_transform,
-            self.device,
-            cfg.train.extract_batch_size,
-            cfg.data.num_workers,
-            cfg.train.amp,
-        )
-        if self.diagnose:
-            order = extraction_clause_order(
-                cfg.prompt, len(comps.dataset.train), epoch, cfg.train.seed
-            )
-            metrics.update(
-                feature_diagnostics(
-                    comps.model,
-                    comps.dataset.train,
-                    comps.test_transform,
-                    PromptInputs(comps.view_percent, prev_labels, order),
-                    self.device,
-                    cfg.train.extract_batch_size,
-                    amp=cfg.train.amp,
-                )
-            )
-        return metrics
+        order = extraction_clause_order(cfg.prompt, len(comps.dataset.train), epoch, cfg.train.seed)
+        prompts = PromptInputs(comps.view_percent, prev_labels, order)
+        return evaluation_row(cfg, comps, self.device, prompts, self.diagnose)
 
     def extract(self, epoch: int, prev_labels: torch.Tensor | None, order: torch.Tensor):
         """This rank's shard: (indices, image features, text features) of its images."""
         cfg, comps = self.cfg, self.comps
-        loader = make_loader(
-            comps.dataset.train,
-            comps.test_transform,
-            cfg.train.extract_batch_size,
-            cfg.data.num_workers,
-            self.extract_ids,
+        loader = extraction_batches(
+            comps, cfg.train.extract_batch_size, cfg.data.num_workers, self.extract_ids
         )
         with self.progress_bar(f"epoch {epoch} extract", len(self.extract_ids), "img") as bar:
             return extract_features(

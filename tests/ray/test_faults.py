@@ -149,24 +149,37 @@ def test_ctrl_c_stops_within_seconds_and_the_same_command_resumes(tmp_path):
         "--run-name=interrupted",
     ]
     env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120"}
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    run_dir = tmp_path / "runs" / "interrupted"
-    tracking = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    deadline = time.monotonic() + 240
-    # Epoch 1's metrics reach MLflow only once its checkpoint is registered.
-    while not epochs_logged(tracking, "interrupted") and time.monotonic() < deadline:
-        assert first.poll() is None, first.stderr.read()
-        time.sleep(0.5)
-    assert epochs_logged(tracking, "interrupted"), "no epoch finished within 4 minutes"
-    interrupted_at = time.time()
-    first.send_signal(signal.SIGINT)
-    start = time.monotonic()
-    _, stderr = first.communicate(timeout=60)
-    assert time.monotonic() - start < 30
-    assert first.returncode == 130
-    assert "resume it with" in stderr and "--run-name=interrupted" in stderr
+    # stderr goes to a file, not a pipe: nobody reads a pipe while the test polls MLflow, and
+    # a run that logs more than the pipe buffer (64 KiB) would block on write, never finish
+    # epoch 1 and time the test out (what the one failed clean-clone run looked like).
+    log = tmp_path / "first.stderr"
+    with log.open("w") as sink:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=sink, text=True)
+    try:
+        run_dir = tmp_path / "runs" / "interrupted"
+        tracking = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+        deadline = time.monotonic() + 240
+        # Epoch 1's metrics reach MLflow only once its checkpoint is registered.
+        while not epochs_logged(tracking, "interrupted") and time.monotonic() < deadline:
+            assert first.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert epochs_logged(tracking, "interrupted"), "no epoch finished within 4 minutes"
+        interrupted_at = time.time()
+        first.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        first.wait(timeout=60)
+        assert time.monotonic() - start < 30
+        stderr = log.read_text()
+        assert first.returncode == 130
+        assert "resume it with" in stderr and "--run-name=interrupted" in stderr
+    finally:  # never leave a stray driver (and its Ray) behind a failed assertion
+        if first.poll() is None:
+            first.kill()
+            first.wait()
 
-    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    second = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     # Resumed, not started over: epochs clustered before Ctrl-C were not clustered again.
     labelled = {

@@ -29,7 +29,9 @@ def smoke_config(tmp_path: Path, *overrides: str):
 @pytest.fixture(scope="module")
 def trained(local_ray, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("smoke")
-    outcome = run_training(smoke_config(tmp_path), run_name="itest")
+    # The decoded-image caches (train.device_cache) in the Ray workers; the fault tests
+    # run the same config from the files.
+    outcome = run_training(smoke_config(tmp_path, "train.device_cache=true"), run_name="itest")
     return tmp_path, outcome
 
 

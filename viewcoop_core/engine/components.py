@@ -18,6 +18,7 @@ from viewcoop_core.data.datasets import load_dataset
 from viewcoop_core.data.masks import require_view_masks
 from viewcoop_core.data.transforms import build_test_transform, build_train_transform
 from viewcoop_core.data.types import ReidDataset
+from viewcoop_core.engine.device_cache import ImageCaches
 from viewcoop_core.losses import ViewCoOpLoss
 from viewcoop_core.models.clip import ClipBundle, build_clip
 from viewcoop_core.models.model import ViewCoOpModel
@@ -38,6 +39,8 @@ class Components:
     view_percent: Tensor  # int64[N, 4], whole percents (front, back, side, top)
     train_transform: Callable
     test_transform: Callable
+    # The decoded images when ``train.device_cache`` (``engine.batches`` reads them).
+    caches: ImageCaches | None = None
 
 
 def train_view_percent(
@@ -86,6 +89,11 @@ def build_components(
             size, bundle.mean, bundle.std, crop_p=cfg.train.crop_p
         ),
         test_transform=build_test_transform(size, bundle.mean, bundle.std),
+        caches=(
+            ImageCaches(dataset, size, bundle.mean, bundle.std, device)
+            if cfg.train.device_cache
+            else None
+        ),
     )
 
 

@@ -6,7 +6,7 @@ keeps them as ``uint8[N, 3, H, W]`` on the device (N x 3 x H x W bytes: 7.4 GB f
 VeRi-776's training set at 256), and serves batches that are normalised and, for
 training, augmented on the device with the paper's augmentation, batched:
 
-    flip (p) -> zero pad -> random crop -> to float, normalise -> random erasing (p)
+    flip (p) -> zero pad + random crop (p) -> to float, normalise -> random erasing (p)
 
 the same steps and parameter distributions as ``data.transforms.build_train_transform``
 (the erased rectangle as torchvision's ``RandomErasing`` draws it, filled with 0 after
@@ -98,12 +98,14 @@ class DeviceImageCache:
         pad: int = 10,
         flip_p: float = 0.5,
         erase_p: float = 0.5,
+        crop_p: float = 0.5,
     ) -> dict[str, Tensor]:
         """The augmented training batch of ``index``; randomness from ``generator``
-        (a generator on the cache's device)."""
+        (a generator on the cache's device). The probabilities are
+        ``build_train_transform``'s."""
         images = self.images.index_select(0, index.to(self.device))
         images = random_flip(images, flip_p, generator)
-        images = random_crop(images, pad, generator)
+        images = random_crop(images, pad, generator, crop_p)
         images = random_erase(self.normalise(images), erase_p, generator)
         return {"index": index, "image": images}
 
@@ -128,6 +130,49 @@ class DeviceImageCache:
             yield batch
 
 
+class ImageCaches:
+    """A run's decoded-image caches (``train.device_cache``): the training images and the
+    test images (VeRi query + gallery, or VehicleID's test list), each decoded on first
+    use, so a rank that never evaluates never decodes the test set."""
+
+    def __init__(
+        self,
+        dataset,
+        size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+    ) -> None:
+        self.dataset, self.size, self.mean, self.std, self.device = (
+            dataset,
+            size,
+            mean,
+            std,
+            device,
+        )
+        self._train: DeviceImageCache | None = None
+        self._test: DeviceImageCache | None = None
+
+    @property
+    def train(self) -> DeviceImageCache:
+        if self._train is None:
+            self._train = DeviceImageCache(
+                self.dataset.train, self.size, self.mean, self.std, self.device
+            )
+        return self._train
+
+    @property
+    def test(self) -> DeviceImageCache:
+        if self._test is None:
+            samples = (
+                self.dataset.test
+                if self.dataset.protocol == "vehicleid"
+                else [*self.dataset.query, *self.dataset.gallery]
+            )
+            self._test = DeviceImageCache(samples, self.size, self.mean, self.std, self.device)
+        return self._test
+
+
 def pk_batches(
     cache: DeviceImageCache,
     labels: np.ndarray,
@@ -136,6 +181,7 @@ def pk_batches(
     num_iters: int,
     seed: int,
     epoch: int,
+    crop_p: float = 0.5,
 ) -> Iterator[dict[str, Tensor]]:
     """``train.pk_loader``'s P x K batches, made on the device from the cache."""
     sampler = PKSampler(
@@ -150,7 +196,7 @@ def pk_batches(
     generator = torch.Generator(device=cache.device)
     generator.manual_seed(seed * 100_003 + epoch)
     for index in sampler:
-        yield cache.train_batch(torch.as_tensor(index, dtype=torch.int64), generator)
+        yield cache.train_batch(torch.as_tensor(index, dtype=torch.int64), generator, crop_p=crop_p)
 
 
 def _uniform(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -163,14 +209,17 @@ def random_flip(images: Tensor, p: float, generator: torch.Generator) -> Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def random_crop(images: Tensor, pad: int, generator: torch.Generator) -> Tensor:
-    """Zero-pad by ``pad`` on every side, then crop H x W at a uniform offset per image."""
+def random_crop(images: Tensor, pad: int, generator: torch.Generator, p: float = 1.0) -> Tensor:
+    """With probability ``p`` per image: zero-pad by ``pad`` on every side, then crop
+    H x W at a uniform offset; the other images stay as they are (offset ``pad``)."""
     if pad <= 0:
         return images
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=images.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=images.device)
+    kept = _uniform(b, generator, images.device) >= p
+    dy, dx = dy.masked_fill(kept, pad), dx.masked_fill(kept, pad)
     rows = (dy[:, None] + torch.arange(h, device=images.device)).view(b, 1, h, 1)
     cols = (dx[:, None] + torch.arange(w, device=images.device)).view(b, 1, 1, w)
     batch = torch.arange(b, device=images.device).view(b, 1, 1, 1)

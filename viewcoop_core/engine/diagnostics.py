@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from viewcoop_core.engine.device_cache import DeviceImageCache
 from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
 from viewcoop_core.engine.train import EpochLabels
 from viewcoop_core.graph import batch_dictionary, graph_edges
@@ -144,18 +145,24 @@ def feature_diagnostics(
     batch_size: int = 128,
     variance_samples: int = 64,
     amp: bool = True,
+    cache: DeviceImageCache | None = None,
 ) -> dict[str, float]:
     """k-NN identity precision (k = 10) of the image and text features of ``samples``
     (the training images, whose true ids are known on synthetic data) and the text
-    variance shares on the first ``variance_samples`` of them."""
-    loader = make_loader(samples, transform, batch_size, 0)
+    variance shares on the first ``variance_samples`` of them. ``cache``: the decoded
+    ``samples`` (``train.device_cache``), read instead of the files."""
+    count = min(variance_samples, len(samples))
+    if cache is None:
+        loader = make_loader(samples, transform, batch_size, 0)
+        images = torch.stack([loader.dataset[i]["image"] for i in range(count)])
+    else:
+        loader = cache.batches(batch_size)
+        images = cache.test_batch(torch.arange(count))["image"]
     indices, img, txt = extract_features(model, loader, device, prompts, amp=amp)
     ids = np.asarray([samples[i].pid for i in indices])
     out = {
         "knn_prec_img": knn_identity_precision(torch.from_numpy(img), ids),
         "knn_prec_txt": knn_identity_precision(torch.from_numpy(txt), ids),
     }
-    count = min(variance_samples, len(samples))
-    images = torch.stack([loader.dataset[i]["image"] for i in range(count)]).to(device)
-    out.update(text_variance_shares(model, images, prompts))
+    out.update(text_variance_shares(model, images.to(device), prompts))
     return out

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.engine.batches import training_batches
 from viewcoop_core.engine.clustering_step import ClusterResult
 from viewcoop_core.engine.components import Components
 from viewcoop_core.engine.diagnostics import loss_gradient_norms
@@ -22,7 +23,6 @@ from viewcoop_core.engine.extract import PromptInputs
 from viewcoop_core.engine.train import (
     EpochLabels,
     TrainState,
-    pk_loader,
     refresh_per_cluster_group,
     train_epoch,
 )
@@ -118,10 +118,9 @@ def train_on_clustering(
             torch.tensor(result.proxy_cams, device=setup.device),
         )
         y_proxy = torch.tensor(result.y_proxy, dtype=torch.long)
-    loader = pk_loader(
-        comps.dataset.train,
+    loader = training_batches(
+        comps,
         result.y_img,
-        comps.train_transform,
         setup.batch_size,
         cfg.train,
         seed=setup.sampler_seed,

@@ -1,8 +1,10 @@
 """Evaluation of the image encoder on a dataset's test protocol (mAP, CMC ranks).
 
 ``evaluate`` is the one evaluation everything calls (the worker loop, ``viewcoop
-evaluate``, the benchmarks); ``rank_query_gallery`` is the one VeRi-protocol ranking
-(also used by the pretraining probe).
+evaluate``, the benchmarks); ``evaluation_row`` is a training run's evaluation (plus
+its feature diagnostics), the same in the Ray worker and the local loop;
+``rank_query_gallery`` is the one VeRi-protocol ranking (also used by the pretraining
+probe).
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.data.types import ReidDataset, ReidSample
-from viewcoop_core.engine.extract import image_features
+from viewcoop_core.engine.batches import evaluation_loaders
+from viewcoop_core.engine.components import Components
+from viewcoop_core.engine.diagnostics import feature_diagnostics
+from viewcoop_core.engine.extract import PromptInputs, image_features
 from viewcoop_core.metrics import pairwise_distance, rank_metrics, summarize, vehicleid_metrics
 
 
@@ -69,3 +75,40 @@ def evaluate(
     metrics = summarize(result)
     metrics["eval_s"] = time.perf_counter() - start
     return metrics
+
+
+def evaluation_row(
+    cfg: ExperimentConfig,
+    comps: Components,
+    device: torch.device,
+    prompts: PromptInputs,
+    diagnostics: bool,
+) -> dict[str, float]:
+    """A run's evaluation: mAP / CMC on the test protocol and, with ``diagnostics``, the
+    feature diagnostics of the training set under ``prompts`` (batches from the run's
+    image caches when ``train.device_cache``)."""
+    batch_size = cfg.train.extract_batch_size
+    row = evaluate(
+        comps.model,
+        comps.dataset,
+        comps.test_transform,
+        device,
+        batch_size,
+        cfg.data.num_workers,
+        cfg.train.amp,
+        loaders=evaluation_loaders(comps, batch_size),
+    )
+    if diagnostics:
+        row.update(
+            feature_diagnostics(
+                comps.model,
+                comps.dataset.train,
+                comps.test_transform,
+                prompts,
+                device,
+                batch_size,
+                amp=cfg.train.amp,
+                cache=None if comps.caches is None else comps.caches.train,
+            )
+        )
+    return row

@@ -16,18 +16,18 @@ import numpy as np
 import torch
 
 from viewcoop_core.config import ExperimentConfig
+from viewcoop_core.engine.batches import extraction_batches
 from viewcoop_core.engine.checkpoint import seed_everything
 from viewcoop_core.engine.clustering_step import ClusteringStep
-from viewcoop_core.engine.components import Components, build_components, build_loss
-from viewcoop_core.engine.diagnostics import feature_diagnostics
+from viewcoop_core.engine.components import build_components, build_loss
 from viewcoop_core.engine.epoch import (
     EpochSetup,
     enough_clusters,
     text_has_identity,
     train_on_clustering,
 )
-from viewcoop_core.engine.evaluate import evaluate
-from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
+from viewcoop_core.engine.evaluate import evaluation_row
+from viewcoop_core.engine.extract import PromptInputs, extract_features
 from viewcoop_core.engine.train import (
     apply_learning_rates,
     build_optimizer,
@@ -37,38 +37,6 @@ from viewcoop_core.engine.train import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def evaluation_row(
-    cfg: ExperimentConfig,
-    comps: Components,
-    device: torch.device,
-    prompts: PromptInputs,
-    diagnostics: bool,
-) -> dict[str, float]:
-    """mAP / CMC on the test protocol, plus the feature diagnostics of the training set."""
-    row = evaluate(
-        comps.model,
-        comps.dataset,
-        comps.test_transform,
-        device,
-        cfg.train.extract_batch_size,
-        cfg.data.num_workers,
-        cfg.train.amp,
-    )
-    if diagnostics:
-        row.update(
-            feature_diagnostics(
-                comps.model,
-                comps.dataset.train,
-                comps.test_transform,
-                prompts,
-                device,
-                cfg.train.extract_batch_size,
-                amp=cfg.train.amp,
-            )
-        )
-    return row
 
 
 def train_locally(
@@ -118,7 +86,7 @@ def train_locally(
         apply_learning_rates(setup.optimizer, cfg.optim, epoch)
         order = epoch_clause_order(len(samples), epoch, cfg.train.seed, cfg.prompt.shuffle_clauses)
         extraction_order = extraction_clause_order(cfg.prompt, len(samples), epoch, cfg.train.seed)
-        loader = make_loader(samples, comps.test_transform, cfg.train.extract_batch_size, 0)
+        loader = extraction_batches(comps, cfg.train.extract_batch_size, 0)
         prompts = PromptInputs(comps.view_percent, prev_labels, extraction_order)
         indices, img, txt = extract_features(core, loader, device, prompts, amp=cfg.train.amp)
         order_back = np.argsort(indices)

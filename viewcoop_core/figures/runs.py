@@ -35,6 +35,7 @@ from viewcoop_core.config import ExperimentConfig, apply_overrides
 from viewcoop_core.data.image_dataset import ImageDataset
 from viewcoop_core.data.masks import load_mask
 from viewcoop_core.data.types import ReidDataset, ReidSample
+from viewcoop_core.engine.batches import evaluation_loaders, extraction_batches
 from viewcoop_core.engine.checkpoint import (
     read_checkpoint,
     restore_model,
@@ -43,7 +44,7 @@ from viewcoop_core.engine.checkpoint import (
     set_rng_state,
 )
 from viewcoop_core.engine.components import Components, build_components
-from viewcoop_core.engine.extract import PromptInputs, extract_features, image_features, make_loader
+from viewcoop_core.engine.extract import PromptInputs, extract_features, image_features
 from viewcoop_core.engine.train import epoch_clause_order
 from viewcoop_core.figures.correlation import (
     denormalise_images,
@@ -258,14 +259,17 @@ def _image_features(
     """float32 [n, D] normalised image features of ``samples`` in order (``run``'s
     test transform, i.e. the model's own input size)."""
     cfg = run.cfg
+    batch_size = cfg.train.extract_batch_size
+    cached = evaluation_loaders(run.comps, batch_size)  # decoded once for every model
     features = image_features(
         model,
         samples,
         run.comps.test_transform,
         device,
-        cfg.train.extract_batch_size,
+        batch_size,
         cfg.data.num_workers,
         cfg.train.amp,
+        loader=None if cached is None else cached(samples),
     )
     return features.cpu()
 
@@ -316,9 +320,7 @@ def _train_pair_features(
     order = epoch_clause_order(
         len(train), int(state.get("epoch", 1)), cfg.train.seed, cfg.prompt.shuffle_clauses
     )
-    loader = make_loader(
-        train, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers, indices
-    )
+    loader = extraction_batches(comps, cfg.train.extract_batch_size, cfg.data.num_workers, indices)
     prompts = PromptInputs(comps.view_percent, cluster_ids, order)
     _, img, txt = extract_features(model, loader, device, prompts, amp=cfg.train.amp)
     return torch.from_numpy(img), torch.from_numpy(txt)
