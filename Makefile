@@ -30,8 +30,9 @@ demo: $(STAMP)
 	$(VENV)/bin/viewcoop demo
 
 # The default suite (CI, ~13 minutes on 2 cores): everything but the tests marked slow.
+# The 15 slowest tests are listed at the end, so a CI log shows where its time went.
 test: $(DEV_STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 # Everything a CPU can run, slow tests included (whole sweeps through Ray Tune, the demo's
 # console log; ~6 more minutes): before a release, or after changing orchestrator/sweep/

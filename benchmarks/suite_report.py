@@ -97,11 +97,16 @@ def markdown(report: dict, note: str = "") -> str:
         if "skipped" in r:
             lines += [f"**Ray Train overhead**: skipped ({r['skipped']})", ""]
         else:
-            lines += ["**Ray Train overhead** (epoch 2 of 3, 2 workers, vs the same epoch "
-                      "in one process without Ray)", ""]  # fmt: skip
+            workers = r.get("num_workers", "?")
+            lines += [f"**Ray Train overhead** (epoch 2 of 3 through Ray Train, {workers} "
+                      "worker(s), vs the same epoch in one process without Ray, "
+                      "`engine.local_loop`)", ""]  # fmt: skip
             lines += _table(
-                ["Ray epoch s", "without Ray s", "overhead (share of the Ray epoch)"],
-                [[r["ray_epoch_s"], r["plain_epoch_s"], r["overhead_frac_of_ray_epoch"]]],
+                ["Ray epoch s", "Ray train s", "without Ray s", "without Ray train s",
+                 "overhead (share of the Ray epoch)"],
+                [[r["ray_epoch_s"], r.get("ray_epoch_stages_s", {}).get("train_s", float("nan")),
+                  r["plain_epoch_s"], r.get("plain_epoch_stages_s", {}).get("train_s", float("nan")),
+                  r["overhead_frac_of_ray_epoch"]]],
             ) + [""]  # fmt: skip
     if "evaluation" in report:
         e = report["evaluation"]

@@ -266,62 +266,23 @@ def _metric_at(client, run_id: str, key: str, step: int) -> float | None:
 
 
 def plain_epoch_seconds(cfg, threads: int) -> dict:
-    """Extract -> cluster -> train of one epoch on this process's CPU threads."""
-    from viewcoop_core.engine.clustering_step import ClusteringStep
-    from viewcoop_core.engine.components import build_components, build_loss
-    from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
-    from viewcoop_core.engine.train import (
-        EpochLabels,
-        epoch_clause_order,
-        pk_loader,
-        train_epoch,
-    )
+    """Epoch 2 of the same run in this process without Ray, on ``threads`` CPU threads:
+    ``engine.local_loop``, i.e. the worker's own extract -> cluster -> train (camera
+    normalisation, loss options, batches and diagnostics as configured)."""
+    from orchestrator.train import ensure_dataset
+    from viewcoop_core.engine.local_loop import train_locally
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        dev = torch.device("cpu")
-        comps = build_components(cfg, dev)
-        samples = comps.dataset.train
-        order = epoch_clause_order(len(samples), 1, cfg.train.seed, cfg.prompt.shuffle_clauses)
-        prompts = PromptInputs(comps.view_percent, None, order)
-        start = time.perf_counter()
-        loader = make_loader(
-            samples, comps.test_transform, cfg.train.extract_batch_size, cfg.data.num_workers
-        )
-        _, img, txt = extract_features(comps.model, loader, dev, prompts, cfg.train.amp)
-        extract_s = time.perf_counter() - start
-        step = ClusteringStep(cfg.cluster, cfg.graph, device="cpu")
-        result = step.run(1, img, txt)
-        cluster_s = time.perf_counter() - start - extract_s
-        train_s = 0.0
-        if result.num_img_clusters >= cfg.train.batch_size // cfg.train.num_instances:
-            loss_fn = build_loss(cfg, comps.bundle.embed_dim)
-            loss_fn.reset(
-                torch.as_tensor(result.img_centroids), torch.as_tensor(result.txt_centroids)
-            )
-            comps.model.prompt_learner.on_clusters_changed(result.num_img_clusters)
-            state = method_state(comps, cfg, loss_fn, dev)
-            loader = pk_loader(
-                samples,
-                result.y_img,
-                comps.train_transform,
-                cfg.train.batch_size,
-                cfg.train,
-                0,
-                1,
-                cfg.data.num_workers,
-            )
-            labels = EpochLabels(
-                torch.as_tensor(result.y_img).long(), torch.as_tensor(result.y_txt).long()
-            )
-            train_s = train_epoch(state, loader, labels, prompts)["train_s"]
-        return {
-            "epoch_s": time.perf_counter() - start,
-            "extract_s": extract_s,
-            "cluster_s": cluster_s,
-            "train_s": train_s,
-            "img_clusters": result.num_img_clusters,
-        }
+        ensure_dataset(cfg)
+        rows = train_locally(cfg, diagnostics=cfg.train.diagnostics)
     finally:
         torch.set_num_threads(previous)
+    row = next(r for r in rows if r["epoch"] == 2)
+    return {
+        "epoch_s": row["epoch_s"],
+        "train_s": row.get("train_s", 0.0),
+        "cluster_s": row.get("cluster_img_s", 0.0) + row.get("cluster_txt_s", 0.0),
+        "img_clusters": row["img_clusters"],
+    }

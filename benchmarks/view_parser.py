@@ -38,7 +38,8 @@ from viewcoop_core.viewparse.predict import predict_folder
 from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 from viewcoop_core.viewparse.train import train_parser
 
-TRAIN_SPEC = SyntheticSpec(num_ids=40, num_cameras=24, images_per_camera=1, seed=11)
+# 3,000 annotated pairs, the size of PVEN's annotated VeRi subset.
+TRAIN_SPEC = SyntheticSpec(num_ids=125, num_cameras=24, images_per_camera=1, seed=11)
 EVAL_SPEC = SyntheticSpec(num_ids=20, num_cameras=6, images_per_camera=2, seed=12)
 SPLITS = ("image_train", "image_test")
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
@@ -119,7 +120,7 @@ def demo_step(checkpoint: Path, overrides: list[str]) -> dict:
         cfg = load_config(DEMO_CONFIG, [*overrides, *extra])
         outcome = run_training(cfg, run_name=f"parser-{label}-{stamp}", num_cpus=2)
         histories[label] = [
-            {"epoch": int(row["epoch"]), "mAP": round(row.get("mAP", float("nan")), 2)}
+            {"epoch": int(row["epoch"]), "mAP": round(100 * row.get("mAP", float("nan")), 2)}
             for row in outcome.history
         ]
     final = {label: rows[-1]["mAP"] for label, rows in histories.items()}

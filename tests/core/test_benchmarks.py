@@ -169,3 +169,24 @@ def test_report_renders_every_section():
                      "Growth exponents", "measured under load", "Ray Train overhead", "0.09",
                      "Evaluation", "Mutual dictionary", "Training step"):  # fmt: skip
         assert expected in text, expected
+
+
+def test_the_plain_epoch_is_the_engines_epoch_with_the_configs_options(tmp_path):
+    """The Ray-overhead peer trains the run's own epoch (camera normalisation needs the
+    cameras: the peer once built its clustering step without them and failed)."""
+    import suite_training
+
+    from orchestrator.config import load_config
+
+    cfg = load_config(
+        REPO / "experiments" / "smoke.yaml",
+        [
+            f"data.root={tmp_path / 'data'}",
+            "cluster.camera_norm=mean",
+            "train.epochs=2",
+            "train.eval_every=1000",
+            "train.device_cache=true",
+        ],
+    )
+    plain = suite_training.plain_epoch_seconds(cfg, threads=1)
+    assert plain["epoch_s"] > 0 and plain["train_s"] >= 0 and plain["img_clusters"] >= 0

@@ -21,12 +21,15 @@ class ParserSpec:
     ``input_size``: images are resized to ``input_size`` x ``input_size`` pixels; the
     logits are resized back to each image's own size. ``base_channels``: width of the
     first level, doubled at every one of the ``depth`` down-sampling steps.
+    ``stem_stride`` 2 (the default): the U-Net works at half resolution and a light
+    full-resolution head (``detail_channels``) restores the edges; a training step costs a
+    third of stride 1's on a CPU (0.53 vs 1.54 s at batch 16, 128 px, 2 cores).
     """
 
     input_size: int = 128
     base_channels: int = 16
     depth: int = 4
-    stem_stride: int = 1
+    stem_stride: int = 2
     detail_channels: int = 8
     num_classes: int = NUM_MASK_LABELS
     mean: tuple[float, float, float] = DEFAULT_MEAN
@@ -69,7 +72,8 @@ class ParserSpec:
 class TrainSettings:
     """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs."""
 
-    steps: int = 3000
+    # Bounded by steps, never by time: 1,500 steps take ~13 min on 2 CPU cores.
+    steps: int = 1500
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
