@@ -98,7 +98,7 @@ def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -
         check_reachable(address)
         ray.init(address=address, **kwargs)
         return
-    quiet_local_instance()
+    local_instance_settings()
     if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     # Ray turns token auth on for a new local instance and warns that it did, with how to
@@ -111,10 +111,20 @@ def init_ray(address: str | None, namespace: str, num_cpus: int | None = None) -
         ray.init(**kwargs)
 
 
-def quiet_local_instance() -> None:
-    """No Ray Train preemption watcher on a local instance (it can be asked for in the
-    environment): one machine has no node to lose, and creating the watcher makes the
-    Train controller log a core_worker.cc error (ray-project/ray#53727)."""
+def local_instance_settings() -> None:
+    """Settings of a local instance this process starts (each can be overridden in the
+    environment; a cluster's own settings are never touched).
+
+    Workers at the driver's priority: Ray starts every worker process at niceness 15
+    (``RAY_worker_niceness``), made for nodes that run nothing else. On a workstation
+    that also runs anything at the default priority, the Train workers and the
+    clustering actor then get a few percent of a core: a demo beside one other busy
+    process had not finished its first epoch after 6 minutes (README, "Two commands").
+
+    No Ray Train preemption watcher: one machine has no node to lose, and creating the
+    watcher makes the Train controller log a core_worker.cc error (ray-project/ray#53727).
+    """
+    os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
