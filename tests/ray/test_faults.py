@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.config import load_config
 from orchestrator.errors import NonFiniteLossError
-from orchestrator.train import run_training
+from orchestrator.train import local_instance_settings, run_training
 from viewcoop_core.engine.checkpoint import read_checkpoint
 from workers.faults import ENV
 
@@ -42,6 +42,7 @@ def smoke(tmp_path: Path, *overrides: str):
 
 def local_ray_with(fault: str) -> None:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+    local_instance_settings()
     ray.init(
         address="local",
         num_cpus=2,
