@@ -88,24 +88,21 @@ def test_job_submit_runs_the_smoke_config(ray_head, tmp_path):
         f"{sys.executable} -m orchestrator.cli train experiments/smoke.yaml --run-name submitted "
         f"data.root={tmp_path / 'data'} ray.storage_path={storage} ray.address=auto"
     )
-    submit = subprocess.run(
-        [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            url,
-            "--working-dir",
-            str(REPO),
-            "--",
-            *entrypoint.split(),
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = [RAY, "job", "submit", "--address", url, "--working-dir", str(REPO), "--"]
+    # The dashboard answers before its job agent has registered; Ray then refuses the
+    # submission ("No available agent", HTTP 500) without creating a job: ask again.
+    for _ in range(12):
+        submit = subprocess.run(
+            [*command, *entrypoint.split()],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if "No available agent" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(5)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     job_id = re.search(r"Job '(raysubmit_\w+)' submitted", submit.stdout + submit.stderr).group(1)
     assert JobSubmissionClient(url).get_job_status(job_id) == JobStatus.SUCCEEDED
