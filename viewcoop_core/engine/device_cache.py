@@ -143,13 +143,7 @@ class ImageCaches:
         std: Sequence[float],
         device: torch.device,
     ) -> None:
-        self.dataset, self.size, self.mean, self.std, self.device = (
-            dataset,
-            size,
-            mean,
-            std,
-            device,
-        )
+        self.dataset, self.size, self.mean, self.std, self.device = dataset, size, mean, std, device
         self._train: DeviceImageCache | None = None
         self._test: DeviceImageCache | None = None
 

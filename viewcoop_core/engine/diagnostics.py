@@ -12,15 +12,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from viewcoop_core.engine.device_cache import DeviceImageCache
-from viewcoop_core.engine.extract import PromptInputs, extract_features, make_loader
+from viewcoop_core.engine.extract import PromptInputs, extract_features
 from viewcoop_core.engine.train import EpochLabels
 from viewcoop_core.graph import batch_dictionary, graph_edges
 from viewcoop_core.losses import ViewCoOpLoss
@@ -139,30 +138,33 @@ def loss_gradient_norms(
 def feature_diagnostics(
     model: ViewCoOpModel,
     samples: Sequence,
-    transform,
+    batches: Iterable[dict],
     prompts: PromptInputs,
     device: torch.device,
-    batch_size: int = 128,
     variance_samples: int = 64,
     amp: bool = True,
-    cache: DeviceImageCache | None = None,
 ) -> dict[str, float]:
     """k-NN identity precision (k = 10) of the image and text features of ``samples``
     (the training images, whose true ids are known on synthetic data) and the text
-    variance shares on the first ``variance_samples`` of them. ``cache``: the decoded
-    ``samples`` (``train.device_cache``), read instead of the files."""
-    count = min(variance_samples, len(samples))
-    if cache is None:
-        loader = make_loader(samples, transform, batch_size, 0)
-        images = torch.stack([loader.dataset[i]["image"] for i in range(count)])
-    else:
-        loader = cache.batches(batch_size)
-        images = cache.test_batch(torch.arange(count))["image"]
-    indices, img, txt = extract_features(model, loader, device, prompts, amp=amp)
+    variance shares on the first ``variance_samples`` of them. ``batches``: evaluation
+    batches of ``samples`` in order, re-iterable (``engine.batches.extraction_batches``)."""
+    indices, img, txt = extract_features(model, batches, device, prompts, amp=amp)
     ids = np.asarray([samples[i].pid for i in indices])
     out = {
         "knn_prec_img": knn_identity_precision(torch.from_numpy(img), ids),
         "knn_prec_txt": knn_identity_precision(torch.from_numpy(txt), ids),
     }
+    images = _first_images(batches, min(variance_samples, len(samples)))
     out.update(text_variance_shares(model, images.to(device), prompts))
     return out
+
+
+def _first_images(batches: Iterable[dict], count: int) -> Tensor:
+    """The first ``count`` images [count, 3, H, W] of a fresh pass over ``batches``."""
+    taken, left = [], count
+    for batch in batches:
+        taken.append(batch["image"][:left])
+        left -= len(taken[-1])
+        if left <= 0:
+            break
+    return torch.cat(taken)

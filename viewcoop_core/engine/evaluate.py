@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.data.types import ReidDataset, ReidSample
-from viewcoop_core.engine.batches import evaluation_loaders
+from viewcoop_core.engine.batches import evaluation_loaders, extraction_batches
 from viewcoop_core.engine.components import Components
 from viewcoop_core.engine.diagnostics import feature_diagnostics
 from viewcoop_core.engine.extract import PromptInputs, image_features
@@ -103,12 +103,10 @@ def evaluation_row(
             feature_diagnostics(
                 comps.model,
                 comps.dataset.train,
-                comps.test_transform,
+                extraction_batches(comps, batch_size, 0),
                 prompts,
                 device,
-                batch_size,
                 amp=cfg.train.amp,
-                cache=None if comps.caches is None else comps.caches.train,
             )
         )
     return row
