@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ray-config", default="experiments/demo.yaml")
     parser.add_argument("--ray-set", nargs="*", default=[])
     parser.add_argument("--ray-cpus", type=int, default=2)
+    parser.add_argument(
+        "--ray-epochs", type=int, default=5, help="epochs of the Ray run; 2.. are timed"
+    )
     parser.add_argument("--dictionary-sizes", nargs="+", type=int, default=[20000])
     parser.add_argument("--eval-size", nargs=2, type=int, default=[1678, 11579], metavar=("Q", "G"))
     parser.add_argument("--out", default="runs/bench")
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
         )
     if "ray" in args.sections:
         report["ray"] = guarded(
-            lambda: ray_section(args.ray_config, args.ray_set, out, args.ray_cpus)
+            lambda: ray_section(args.ray_config, args.ray_set, out, args.ray_cpus, args.ray_epochs)
         )
     if "evaluation" in args.sections:
         report["evaluation"] = evaluation_section(args.device, *args.eval_size)

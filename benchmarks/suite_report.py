@@ -98,14 +98,17 @@ def markdown(report: dict, note: str = "") -> str:
             lines += [f"**Ray Train overhead**: skipped ({r['skipped']})", ""]
         else:
             workers = r.get("num_workers", "?")
-            lines += [f"**Ray Train overhead** (epoch 2 of 3 through Ray Train, {workers} "
-                      "worker(s), vs the same epoch in one process without Ray, "
+            timed = r.get("epochs_timed", [2])
+            span = f"epochs {timed[0]}-{timed[-1]}" if len(timed) > 1 else f"epoch {timed[0]}"
+            lines += [f"**Ray Train overhead** ({span}, medians, through Ray Train: {workers} "
+                      f"worker(s) x {r.get('cpus_per_worker', '?')} CPU, vs the same epochs in "
+                      "one process without Ray, "
                       "`engine.local_loop`)", ""]  # fmt: skip
             lines += _table(
                 ["Ray epoch s", "Ray train s", "without Ray s", "without Ray train s",
                  "overhead (share of the Ray epoch)"],
-                [[r["ray_epoch_s"], r.get("ray_epoch_stages_s", {}).get("train_s", float("nan")),
-                  r["plain_epoch_s"], r.get("plain_epoch_stages_s", {}).get("train_s", float("nan")),
+                [[r["ray_epoch_s"], r.get("ray_train_s", float("nan")),
+                  r["plain_epoch_s"], r.get("plain_train_s", float("nan")),
                   r["overhead_frac_of_ray_epoch"]]],
             ) + [""]  # fmt: skip
     if "evaluation" in report:

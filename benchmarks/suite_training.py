@@ -222,20 +222,31 @@ def dictionary_section(sizes: list[int], device: str) -> list[dict]:
     return rows
 
 
-def ray_section(config: str, overrides: list[str], out_dir: Path, num_cpus: int) -> dict:
-    """One training of ``epochs`` through Ray Train against the same epoch without Ray.
+def ray_section(
+    config: str, overrides: list[str], out_dir: Path, num_cpus: int, epochs: int = 5
+) -> dict:
+    """One training of ``epochs`` through Ray Train against the same epochs without Ray.
 
-    Ray: the wall time between the reports of epochs 1 and 2 (MLflow timestamps). Without
-    Ray: extract -> cluster -> train of one epoch in this process (engine only).
+    Ray: the wall time between the reports of consecutive epochs (MLflow timestamps).
+    Without Ray: extract -> cluster -> train of each epoch in this process (engine only).
+    Both sides: the median over epochs 2..``epochs`` (epoch 1 holds the start-up), since
+    one epoch on 2 shared cores moves by up to ~20% between identical runs.
     """
     import ray
     from mlflow.tracking import MlflowClient
 
     from orchestrator.train import ensure_weights, run_training
 
+    if epochs < 3:
+        raise ValueError(f"--ray-epochs={epochs}: at least 3 (epochs 2.. are timed)")
     storage = out_dir / "ray-runs"
-    overrides = [*overrides, "train.epochs=3", "train.eval_every=1000", "train.progress=false"]
-    overrides.append(f"ray.storage_path={storage}")
+    overrides = [
+        *overrides,
+        f"train.epochs={epochs}",
+        "train.eval_every=1000",
+        "train.progress=false",
+        f"ray.storage_path={storage}",
+    ]
     cfg = ensure_weights(load_experiment(config, overrides))
     plain = plain_epoch_seconds(cfg, num_cpus)
     start = time.perf_counter()
@@ -245,18 +256,23 @@ def ray_section(config: str, overrides: list[str], out_dir: Path, num_cpus: int)
     client = MlflowClient(outcome.tracking_uri)
     history = client.get_metric_history(outcome.mlflow_run_id, "extract_s")
     stamps = {m.step: m.timestamp / 1000 for m in history}
-    epoch2 = stamps[2] - stamps[1]
-    stage_keys = ("extract_s", "cluster_wait_s", "train_s")
-    inside = {key: _metric_at(client, outcome.mlflow_run_id, key, 2) for key in stage_keys}
+    timed_epochs = range(2, epochs + 1)
+    ray_epochs = [stamps[e] - stamps[e - 1] for e in timed_epochs]
+    ray_train = [_metric_at(client, outcome.mlflow_run_id, "train_s", e) for e in timed_epochs]
+    ray_epoch = float(np.median(ray_epochs))
     return {
         "config": config,
-        "ray_epoch_s": epoch2,
-        "ray_epoch_stages_s": inside,
+        "epochs_timed": list(timed_epochs),
+        "ray_epoch_s": ray_epoch,
+        "ray_epochs_s": ray_epochs,
+        "ray_train_s": float(np.median([t for t in ray_train if t is not None])),
         "plain_epoch_s": plain["epoch_s"],
-        "plain_epoch_stages_s": plain,
-        "overhead_frac_of_ray_epoch": (epoch2 - plain["epoch_s"]) / epoch2,
+        "plain_epochs_s": plain["epochs_s"],
+        "plain_train_s": plain["train_s"],
+        "overhead_frac_of_ray_epoch": (ray_epoch - plain["epoch_s"]) / ray_epoch,
         "ray_total_fit_s": total_s,
         "num_workers": cfg.ray.num_workers,
+        "cpus_per_worker": cfg.ray.cpus_per_worker,
     }
 
 
@@ -266,9 +282,10 @@ def _metric_at(client, run_id: str, key: str, step: int) -> float | None:
 
 
 def plain_epoch_seconds(cfg, threads: int) -> dict:
-    """Epoch 2 of the same run in this process without Ray, on ``threads`` CPU threads:
-    ``engine.local_loop``, i.e. the worker's own extract -> cluster -> train (camera
-    normalisation, loss options, batches and diagnostics as configured)."""
+    """The run's epochs 2.. in this process without Ray, on ``threads`` CPU threads
+    (medians; ``epochs_s`` lists each): ``engine.local_loop``, i.e. the worker's own
+    extract -> cluster -> train (camera normalisation, loss options, batches and
+    diagnostics as configured)."""
     from orchestrator.train import ensure_dataset
     from viewcoop_core.engine.local_loop import train_locally
 
@@ -279,10 +296,10 @@ def plain_epoch_seconds(cfg, threads: int) -> dict:
         rows = train_locally(cfg, diagnostics=cfg.train.diagnostics)
     finally:
         torch.set_num_threads(previous)
-    row = next(r for r in rows if r["epoch"] == 2)
+    timed = [r for r in rows if r["epoch"] >= 2]
     return {
-        "epoch_s": row["epoch_s"],
-        "train_s": row.get("train_s", 0.0),
-        "cluster_s": row.get("cluster_img_s", 0.0) + row.get("cluster_txt_s", 0.0),
-        "img_clusters": row["img_clusters"],
+        "epoch_s": float(np.median([r["epoch_s"] for r in timed])),
+        "epochs_s": [r["epoch_s"] for r in timed],
+        "train_s": float(np.median([r.get("train_s", 0.0) for r in timed])),
+        "img_clusters": timed[-1]["img_clusters"],
     }

@@ -144,7 +144,16 @@ def test_report_renders_every_section():
             "extract_images_per_s": 30.0,
             "num_train_images": 40,
         },  # fmt: skip
-        "ray": {"ray_epoch_s": 11.0, "plain_epoch_s": 10.0, "overhead_frac_of_ray_epoch": 0.09},
+        "ray": {
+            "ray_epoch_s": 11.0,
+            "ray_train_s": 8.5,
+            "plain_epoch_s": 10.0,
+            "plain_train_s": 7.5,
+            "overhead_frac_of_ray_epoch": 0.09,
+            "epochs_timed": [2, 3, 4, 5],
+            "num_workers": 2,
+            "cpus_per_worker": 1.0,
+        },
         "evaluation": {
             "num_query": 10,
             "num_gallery": 20,
@@ -167,6 +176,7 @@ def test_report_renders_every_section():
     text = suite_report.markdown(report, note="measured under load")
     for expected in ("## 2026-12-01 12:00", "| 2000 | easy | 1 | 0.50 | 0.25 | 2.00", "16.00",
                      "Growth exponents", "measured under load", "Ray Train overhead", "0.09",
+                     "epochs 2-5, medians", "2 worker(s) x 1.0 CPU", "| 8.50 |",
                      "Evaluation", "Mutual dictionary", "Training step"):  # fmt: skip
         assert expected in text, expected
 
