@@ -137,9 +137,11 @@ def compile_folders(folders=FOLDERS) -> int:
 
 
 def main() -> None:
+    # Before anything is imported: listing the project's modules imports its packages.
+    sys.dont_write_bytecode = False
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    compiled = compile_folders()
+    compiled = compile_folders(FOLDERS)
     _, failed = precompile(module_names())
     logger.info(
         "byte-compiled the modules a run imports (%d loaded, %d files by folder) in %.0f s",

@@ -50,6 +50,31 @@ def test_bytecode_is_written_even_where_the_environment_turns_it_off(tmp_path, m
     assert loaded == len(sys.modules)
 
 
+def test_main_writes_the_bytecode_of_the_packages_it_lists(tmp_path, monkeypatch):
+    """Listing a package's modules imports the package: that must write bytecode too."""
+    package = tmp_path / "precompile_probe"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from precompile_probe.sub import leaf\n")
+    (package / "sub" / "leaf.py").write_text("VALUE = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    monkeypatch.setattr(precompile, "MODEL_PACKAGES", ("precompile_probe",))
+    for name in ("MODEL_MODULES", "ORCHESTRATION_MODULES", "FOLDERS"):
+        monkeypatch.setattr(precompile, name, ())
+    for name in ("ORCHESTRATION_WALKED", "ORCHESTRATION_PACKAGES"):
+        monkeypatch.setattr(precompile, name, ())
+    precompile.main()
+    assert (package / "sub" / "__pycache__").is_dir()
+    assert sorted(
+        p.name.split(".")[0] for p in (package / "sub" / "__pycache__").glob("*.pyc")
+    ) == [
+        "__init__",
+        "leaf",
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _forget_probe_modules():
     yield
