@@ -122,7 +122,7 @@ def precompile(names: list[str]) -> tuple[int, list[str]]:
     return len(sys.modules), failed
 
 
-def compile_folders(folders=FOLDERS) -> int:
+def compile_folders(folders: tuple[tuple[str, str], ...]) -> int:
     """Byte-compile the source files of ``folders`` (package, relative path): how many."""
     count = 0
     for package_name, relative in folders:
@@ -142,10 +142,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     compiled = compile_folders(FOLDERS)
-    _, failed = precompile(module_names())
+    loaded, failed = precompile(module_names())
     logger.info(
         "byte-compiled the modules a run imports (%d loaded, %d files by folder) in %.0f s",
-        len(sys.modules),
+        loaded,
         compiled,
         time.perf_counter() - start,
     )

@@ -61,9 +61,13 @@ def test_main_writes_the_bytecode_of_the_packages_it_lists(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.setattr(sys, "pycache_prefix", None)
     monkeypatch.setattr(precompile, "MODEL_PACKAGES", ("precompile_probe",))
-    for name in ("MODEL_MODULES", "ORCHESTRATION_MODULES", "FOLDERS"):
-        monkeypatch.setattr(precompile, name, ())
-    for name in ("ORCHESTRATION_WALKED", "ORCHESTRATION_PACKAGES"):
+    for name in (
+        "MODEL_MODULES",
+        "ORCHESTRATION_MODULES",
+        "ORCHESTRATION_WALKED",
+        "ORCHESTRATION_PACKAGES",
+        "FOLDERS",
+    ):
         monkeypatch.setattr(precompile, name, ())
     precompile.main()
     assert (package / "sub" / "__pycache__").is_dir()
