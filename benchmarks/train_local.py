@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="train.seed values")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="write every epoch's row of every seed here")
-    return parser.parse_args(argv)
+    # Intermixed: overrides may also follow the options (`... --profile bench a.b=1`).
+    return parser.parse_intermixed_args(argv)
 
 
 def line(seed: int, row: dict) -> str:

@@ -81,7 +81,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         stem_stride=args.stem_stride,
     )
     settings = TrainSettings(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        loss=args.loss,
+        dice_weight=args.dice_weight,
     )
     with progress_bar("training the view parser", "steps") as update:
         record = train_parser(
@@ -161,7 +166,7 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
 
 
 def register(sub) -> None:
-    from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
+    from viewcoop_core.viewparse.spec import PARSER_LOSSES, ParserSpec, TrainSettings
 
     spec, settings = ParserSpec(), TrainSettings()
     group = add_command(
@@ -185,6 +190,13 @@ def register(sub) -> None:
     train.add_argument("--steps", type=int, default=settings.steps)
     train.add_argument("--lr", type=float, default=settings.lr)
     train.add_argument("--seed", type=int, default=settings.seed)
+    train.add_argument(
+        "--loss",
+        choices=PARSER_LOSSES,
+        default=settings.loss,
+        help="pixel cross-entropy, or it plus a soft Dice term per view (default)",
+    )
+    train.add_argument("--dice-weight", type=float, default=settings.dice_weight)
     train.add_argument("--input-size", type=int, default=spec.input_size, help="pixels")
     train.add_argument("--base-channels", type=int, default=spec.base_channels)
     train.add_argument("--depth", type=int, default=spec.depth)

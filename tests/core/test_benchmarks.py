@@ -200,3 +200,19 @@ def test_the_plain_epoch_is_the_engines_epoch_with_the_configs_options(tmp_path)
     )
     plain = suite_training.plain_epoch_seconds(cfg, threads=1)
     assert plain["epoch_s"] > 0 and plain["train_s"] >= 0 and plain["img_clusters"] >= 0
+
+
+def test_train_local_takes_overrides_before_or_after_its_options():
+    import train_local
+
+    after = train_local.parse_args(["cfg.yaml", "--profile", "bench", "a.b=1", "--seeds", "0", "1"])
+    before = train_local.parse_args(
+        ["cfg.yaml", "a.b=1", "--profile", "bench", "--seeds", "0", "1"]
+    )
+    for args in (after, before):
+        assert (args.config, args.overrides, args.profile, args.seeds) == (
+            "cfg.yaml",
+            ["a.b=1"],
+            "bench",
+            [0, 1],
+        )

@@ -9,6 +9,11 @@ from typing import Any
 
 from viewcoop_core.vocabulary import NUM_MASK_LABELS
 
+# Defined here, not in losses.py, so that configs and the CLI can check a loss name
+# without importing torch.
+PARSER_LOSSES = ("ce", "ce+dice")
+"""``ce``: pixel cross-entropy alone; ``ce+dice``: plus ``dice_weight`` x the soft Dice loss."""
+
 # CLIP's normalisation constants: vehicle crops are natural images like CLIP's.
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -70,7 +75,9 @@ class ParserSpec:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs."""
+    """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs;
+    ``loss`` one of ``losses.PARSER_LOSSES`` (``ce+dice``: cross-entropy + ``dice_weight`` x
+    soft Dice over the four views)."""
 
     # Bounded by steps, never by time: 1,500 steps take ~13 min on 2 CPU cores.
     steps: int = 1500
@@ -79,6 +86,8 @@ class TrainSettings:
     weight_decay: float = 1e-4
     seed: int = 0
     log_every: int = 100
+    loss: str = "ce+dice"
+    dice_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -86,3 +95,7 @@ class TrainSettings:
                 raise ValueError(f"parser training {name}={getattr(self, name)} must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"parser training lr={self.lr} must be > 0")
+        if self.loss not in PARSER_LOSSES:
+            raise ValueError(f"parser training loss={self.loss!r} must be one of {PARSER_LOSSES}")
+        if not self.dice_weight >= 0:
+            raise ValueError(f"parser training dice_weight={self.dice_weight} must be >= 0")
