@@ -87,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         loss=args.loss,
         dice_weight=args.dice_weight,
+        coarse_fraction=args.coarse_fraction,
     )
     with progress_bar("training the view parser", "steps") as update:
         record = train_parser(
@@ -197,6 +198,12 @@ def register(sub) -> None:
         help="pixel cross-entropy, or it plus a soft Dice term per view (default)",
     )
     train.add_argument("--dice-weight", type=float, default=settings.dice_weight)
+    train.add_argument(
+        "--coarse-fraction",
+        type=float,
+        default=settings.coarse_fraction,
+        help="the share of the steps trained at half the input size (default %(default)s)",
+    )
     train.add_argument("--input-size", type=int, default=spec.input_size, help="pixels")
     train.add_argument("--base-channels", type=int, default=spec.base_channels)
     train.add_argument("--depth", type=int, default=spec.depth)

@@ -76,11 +76,12 @@ class ParserSpec:
 @dataclass(frozen=True)
 class TrainSettings:
     """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs;
-    ``loss`` one of ``losses.PARSER_LOSSES`` (``ce+dice``: cross-entropy + ``dice_weight`` x
-    soft Dice over the four views)."""
+        ``loss`` one of ``losses.PARSER_LOSSES`` (``ce+dice``: cross-entropy + ``dice_weight`` x
+        soft Dice over the four views); the first ``coarse_fraction`` of the steps train at
+    half the input size (``train.py``)."""
 
-    # Bounded by steps, never by time: 1,500 steps take ~13 min on 2 CPU cores.
-    steps: int = 1500
+    # Bounded by steps, never by time (README, "View parsing": minutes on 2 CPU cores).
+    steps: int = 2000
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -88,6 +89,7 @@ class TrainSettings:
     log_every: int = 100
     loss: str = "ce+dice"
     dice_weight: float = 1.0
+    coarse_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -97,5 +99,9 @@ class TrainSettings:
             raise ValueError(f"parser training lr={self.lr} must be > 0")
         if self.loss not in PARSER_LOSSES:
             raise ValueError(f"parser training loss={self.loss!r} must be one of {PARSER_LOSSES}")
+        if not 0 <= self.coarse_fraction < 1:
+            raise ValueError(
+                f"parser training coarse_fraction={self.coarse_fraction} must be in [0, 1)"
+            )
         if not self.dice_weight >= 0:
             raise ValueError(f"parser training dice_weight={self.dice_weight} must be >= 0")
