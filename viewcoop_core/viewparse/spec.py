@@ -43,11 +43,11 @@ class ParserSpec:
     def __post_init__(self) -> None:
         if self.stem_stride not in (1, 2, 4):
             raise ValueError(f"parser stem_stride={self.stem_stride} must be 1, 2 or 4")
-        step = self.stem_stride * 2**self.depth
-        if self.depth < 1 or self.input_size < step or self.input_size % step:
+        if self.depth < 1 or not self.takes(self.input_size):
             raise ValueError(
                 f"parser input_size={self.input_size} must be a positive multiple of "
-                f"stem_stride * 2**depth={step} (depth={self.depth} >= 1)"
+                f"stem_stride * 2**depth={self.stem_stride * 2**self.depth} "
+                f"(depth={self.depth} >= 1)"
             )
         if self.detail_channels < 0:
             raise ValueError(f"parser detail_channels={self.detail_channels} must be >= 0")
@@ -57,6 +57,12 @@ class ParserSpec:
             raise ValueError(
                 f"parser num_classes={self.num_classes}; view masks have {NUM_MASK_LABELS} labels"
             )
+
+    def takes(self, size: int) -> bool:
+        """Whether the U-Net takes ``size`` x ``size`` inputs: a positive multiple of its
+        coarsest grid step, stem_stride * 2**depth."""
+        step = self.stem_stride * 2**self.depth
+        return size >= step and size % step == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,9 +82,9 @@ class ParserSpec:
 @dataclass(frozen=True)
 class TrainSettings:
     """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs;
-        ``loss`` one of ``losses.PARSER_LOSSES`` (``ce+dice``: cross-entropy + ``dice_weight`` x
-        soft Dice over the four views); the first ``coarse_fraction`` of the steps train at
-    half the input size (``train.py``)."""
+    ``loss`` one of ``PARSER_LOSSES`` (``ce+dice``: cross-entropy + ``dice_weight`` x soft
+    Dice over the four views); the first ``coarse_fraction`` of the steps train at half the
+    input size (``train.py``)."""
 
     # Bounded by steps, never by time (README, "View parsing": minutes on 2 CPU cores).
     steps: int = 2000

@@ -1,4 +1,4 @@
-"""Training the view parser on (image, mask) pairs: pixel cross-entropy + soft Dice, bounded by steps.
+"""Training the view parser on (image, mask) pairs: cross-entropy + soft Dice, bounded by steps.
 
 The pairs are read once into memory at the parser's input size (1,000 crops at 128 px
 are 49 MB; PVEN's 3,000 annotated VeRi crops at 256 px about 600 MB), then every step
@@ -84,7 +84,7 @@ def fit_parser(
     )
     image_bank, mask_bank = torch.from_numpy(images), torch.from_numpy(masks)
     coarse_steps = round(settings.coarse_fraction * settings.steps)
-    if coarse_steps and (size // 2) % (spec.stem_stride * 2**spec.depth):
+    if coarse_steps and not spec.takes(size // 2):
         logger.info("parser input %d px has no half size this U-Net takes: all steps full", size)
         coarse_steps = 0
     history, window = [], []
