@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base_channels=args.base_channels,
         depth=args.depth,
         stem_stride=args.stem_stride,
+        detail_channels=args.detail_channels,
     )
     settings = TrainSettings(
         steps=args.steps,
@@ -208,6 +209,12 @@ def register(sub) -> None:
     train.add_argument("--base-channels", type=int, default=spec.base_channels)
     train.add_argument("--depth", type=int, default=spec.depth)
     train.add_argument("--stem-stride", type=int, default=spec.stem_stride)
+    train.add_argument(
+        "--detail-channels",
+        type=int,
+        default=spec.detail_channels,
+        help="width of the full-resolution edge head (0: none)",
+    )
     train.set_defaults(func=cmd_train)
 
     predict = commands.add_parser(

@@ -216,3 +216,5 @@ def test_train_local_takes_overrides_before_or_after_its_options():
             "bench",
             [0, 1],
         )
+        assert args.true_image_labels is False
+    assert train_local.parse_args(["cfg.yaml", "--true-image-labels"]).true_image_labels

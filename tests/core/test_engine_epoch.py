@@ -63,6 +63,26 @@ def test_learning_rates_follow_the_step_schedule_of_steplr():
         reference.step()
 
 
+def test_true_image_labels_replace_the_image_clusters_by_the_ids():
+    """The diagnostic ceiling: image pseudo-labels are the true ids (dense 0..K-1) however
+    the features cluster; the text side still clusters its own features."""
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.array([7, 3, 11, 5]), 6)
+    img = rng.normal(size=(24, 16)).astype(np.float32)  # no structure: DBSCAN finds no ids
+    cluster = ClusterConfig(eps=0.6, min_samples=2, k1=6, k2=2, backend="sklearn")
+    result = ClusteringStep(cluster, GraphConfig(), true_ids=ids, true_image_labels=True).run(
+        1, img, img
+    )
+    expected = np.repeat(np.array([2, 0, 3, 1]), 6)
+    np.testing.assert_array_equal(result.y_img, expected)
+    assert result.stats["img_ari"] == pytest.approx(1.0)
+    assert result.num_img_clusters == 4
+    plain = ClusteringStep(cluster, GraphConfig(), true_ids=ids).run(1, img, img)
+    assert plain.stats["img_ari"] < 0.5
+    with pytest.raises(ValueError, match="true ids"):
+        ClusteringStep(cluster, GraphConfig(), true_image_labels=True)
+
+
 def test_nonfinite_terms_names_the_loss_terms_only():
     means = {"L_cm": float("nan"), "L_t": 1.0, "loss": float("inf"), "train_s": float("nan")}
     assert nonfinite_terms(means) == ["L_cm", "loss"]

@@ -302,10 +302,14 @@ def test_the_cli_trains_predicts_and_evaluates(tiny_set, tmp_path):
                 "4",
                 "--depth",
                 "2",
+                "--detail-channels",
+                "3",
             ]
         )
         == 0
     )
+    spec = torch.load(checkpoint, weights_only=True)["spec"]
+    assert (spec["input_size"], spec["base_channels"], spec["detail_channels"]) == (32, 4, 3)
     assert (
         main(
             ["parse-views", "predict", *common, "--checkpoint", str(checkpoint), "--out", str(out)]

@@ -72,6 +72,9 @@ class ClusteringStep:
         taus: the accepted-Dic sets whose edge statistics are reported.
         dense_dictionary_max_n: on the CPU, build the dense N x N Dic (int8, N^2 bytes) only
             up to this N; on a GPU it is always built (milliseconds) and cross-checked.
+        true_image_labels: use ``true_ids`` as the image pseudo-labels instead of clustering
+            the image features: a diagnostic ceiling (what the schedule reaches with perfect
+            labels; ``benchmarks/train_local.py --true-image-labels``), never a method.
     """
 
     def __init__(
@@ -83,7 +86,11 @@ class ClusteringStep:
         device: str = "auto",
         taus: tuple[tuple[int, ...], ...] = tuple(tuple(sorted(t)) for t in TAU_PRESETS.values()),
         dense_dictionary_max_n: int = 20_000,
+        true_image_labels: bool = False,
     ) -> None:
+        if true_image_labels and true_ids is None:
+            raise ValueError("true_image_labels needs the true ids of the samples")
+        self.true_image_labels = true_image_labels
         self.cluster = cluster
         self.dic_backend = graph.dic_backend
         self.taus = tuple(tuple(t) for t in taus)
@@ -112,7 +119,9 @@ class ClusteringStep:
         centroids = {}
         for modality, feats in (("img", img), ("txt", txt)):
             start = time.perf_counter()
-            if modality == "txt" and not text_identity:
+            if modality == "img" and self.true_image_labels:
+                labels[modality] = np.unique(self.true_ids, return_inverse=True)[1].astype(np.int32)
+            elif modality == "txt" and not text_identity:
                 labels[modality] = np.full(len(feats), -1, dtype=np.int32)
                 logger.info("epoch %d: no text pseudo-labels before the first clustering", epoch)
             else:

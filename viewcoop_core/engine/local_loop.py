@@ -44,13 +44,16 @@ def train_locally(
     device: str | torch.device = "cpu",
     diagnostics: bool = True,
     on_epoch: Callable[[dict[str, float]], object] | None = None,
+    true_image_labels: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``cfg`` for ``cfg.train.epochs`` epochs in this process; one row per epoch.
 
     Rows hold the epoch, the evaluation (every ``eval_every`` epochs, the last, and 0),
     the clustering statistics, the mean loss terms and, with ``diagnostics``, the
     feature diagnostics and per-term gradient norms. ``on_epoch`` sees each row as it
-    is made. Raises ``FloatingPointError`` when a loss term turns non-finite.
+    is made. ``true_image_labels``: train on the true ids instead of the image clusters
+    (a diagnostic ceiling; ``ClusteringStep``). Raises ``FloatingPointError`` when a loss
+    term turns non-finite.
     """
     device = torch.device(device)
     seed_everything(cfg.train.seed)
@@ -67,7 +70,14 @@ def train_locally(
     )
     true_ids = np.array([s.pid for s in comps.dataset.train])
     camids = np.array([s.camid for s in comps.dataset.train])
-    step = ClusteringStep(cfg.cluster, cfg.graph, true_ids, camids, device=str(device))
+    step = ClusteringStep(
+        cfg.cluster,
+        cfg.graph,
+        true_ids,
+        camids,
+        device=str(device),
+        true_image_labels=true_image_labels,
+    )
     samples = comps.dataset.train
     prev_labels = None
     order = extraction_clause_order(cfg.prompt, len(samples), 0, cfg.train.seed)
