@@ -286,13 +286,13 @@ def plain_epoch_seconds(cfg, threads: int) -> dict:
     (medians; ``epochs_s`` lists each): ``engine.local_loop``, i.e. the worker's own
     extract -> cluster -> train (camera normalisation, loss options, batches and
     diagnostics as configured)."""
-    from orchestrator.train import ensure_dataset
+    from orchestrator.prepare import with_view_masks
     from viewcoop_core.engine.local_loop import train_locally
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        ensure_dataset(cfg)
+        cfg = with_view_masks(cfg)
         rows = train_locally(cfg, diagnostics=cfg.train.diagnostics)
     finally:
         torch.set_num_threads(previous)

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from orchestrator.config import load_config
-    from orchestrator.prepare import absolute_paths, ensure_dataset, ensure_weights
+    from orchestrator.prepare import absolute_paths, ensure_weights, with_view_masks
     from viewcoop_core.engine.local_loop import train_locally
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = {}
     for seed in args.seeds:
         cfg = load_config(args.config, [*args.overrides, f"train.seed={seed}"], args.profile)
-        cfg = ensure_weights(absolute_paths(cfg))
-        ensure_dataset(cfg)
+        # The dataset drawn if needed, and a data.view_parser's masks made and pinned.
+        cfg = with_view_masks(ensure_weights(absolute_paths(cfg)))
         start = time.perf_counter()
         rows = train_locally(
             cfg,

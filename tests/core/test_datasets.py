@@ -498,3 +498,14 @@ def test_build_dataset_unknown_name_lists_known_ones(tmp_path: Path) -> None:
     message = str(info.value)
     assert "'veri'" in message
     assert all(name in message for name in ("veri776", "vehicleid", "synthetic"))
+
+
+def test_a_view_parser_without_its_predicted_masks_is_refused(tmp_path):
+    """Loading a config that names a parser before its masks were made would train a
+    synthetic set on its exact masks without a word (train_local did): refused."""
+    from viewcoop_core.config import DataConfig
+    from viewcoop_core.data.datasets import load_dataset
+
+    data = DataConfig(dataset="synthetic", root=str(tmp_path), view_parser="parser.pt")
+    with pytest.raises(ValueError, match="data.view_parser='parser.pt'.*with_view_masks"):
+        load_dataset(data)

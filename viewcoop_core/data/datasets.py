@@ -299,7 +299,18 @@ def build_dataset(name: str, root: str | os.PathLike[str], **kwargs: object) -> 
 
 def load_dataset(data: DataConfig) -> ReidDataset:
     """The configured dataset, with its view masks attached where a folder is given and
-    the training images of ``data.skip_list`` left out (ids relabelled after)."""
+    the training images of ``data.skip_list`` left out (ids relabelled after).
+
+    ``data.view_parser`` needs its masks made first (``orchestrator.prepare.with_view_masks``
+    pins them as ``data.masks_dir``): without them a synthetic set would silently train on
+    its exact masks, so that is refused.
+    """
+    if data.view_parser and not data.masks_dir:
+        raise ValueError(
+            f"data.view_parser={data.view_parser!r} but no masks were predicted with it "
+            "(data.masks_dir is empty): prepare the config with "
+            "orchestrator.prepare.with_view_masks(cfg) before loading the dataset"
+        )
     kwargs = {}
     if data.dataset == "vehicleid":
         kwargs["test_size"] = data.vehicleid_test_size
