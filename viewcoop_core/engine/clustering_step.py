@@ -90,7 +90,12 @@ class ClusteringStep:
     ) -> None:
         if true_image_labels and true_ids is None:
             raise ValueError("true_image_labels needs the true ids of the samples")
-        self.true_image_labels = true_image_labels
+        # The true ids as dense labels 0..K-1, made once: the image labels of every epoch.
+        self.fixed_image_labels = (
+            np.unique(true_ids, return_inverse=True)[1].astype(np.int32)
+            if true_image_labels
+            else None
+        )
         self.cluster = cluster
         self.dic_backend = graph.dic_backend
         self.taus = tuple(tuple(t) for t in taus)
@@ -119,8 +124,8 @@ class ClusteringStep:
         centroids = {}
         for modality, feats in (("img", img), ("txt", txt)):
             start = time.perf_counter()
-            if modality == "img" and self.true_image_labels:
-                labels[modality] = np.unique(self.true_ids, return_inverse=True)[1].astype(np.int32)
+            if modality == "img" and self.fixed_image_labels is not None:
+                labels[modality] = self.fixed_image_labels.copy()
             elif modality == "txt" and not text_identity:
                 labels[modality] = np.full(len(feats), -1, dtype=np.int32)
                 logger.info("epoch %d: no text pseudo-labels before the first clustering", epoch)
