@@ -37,7 +37,7 @@ $(DEV_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/viewcoop demo
 
-# The default suite (CI, ~15 minutes on 2 cores): everything but the tests marked slow.
+# The default suite (CI, 10-16 minutes on 2 cores): everything but the tests marked slow.
 # The 15 slowest tests are listed at the end, so a CI log shows where its time went.
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q -m "not slow" --durations=15
