@@ -86,10 +86,9 @@ class TrainSettings:
     Dice over the four views); the first ``coarse_fraction`` of the steps train at half the
     input size (``train.py``)."""
 
-    # Bounded by steps, never by time (README, "View parsing": minutes on 2 CPU cores).
-    # Steps of 8 pairs: 4,000 of them cost what 2,000 of 16 did (9.0 min on 2 cores) and
-    # gave a better parser (mean IoU 0.81 against 0.80); 6,000 (13.9 min) 0.84 (README,
-    # "View masks").
+    # Bounded by steps, never by time. Steps of 8 pairs: 4,000 of them cost what 2,000 of
+    # 16 did (9.0 min on 2 cores) and gave a better parser (mean IoU 0.81 against 0.80);
+    # 6,000 (13.9 min) 0.83 over 3 seeds (README, "View masks for VeRi-776, ...").
     steps: int = 6000
     batch_size: int = 8
     lr: float = 6e-3
