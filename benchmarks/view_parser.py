@@ -5,8 +5,10 @@
    (seed 0) is neither.
 2. Trains the parser on the training set's exact masks (bounded by --steps) and times it.
 3. Evaluates it on the evaluation set: per-class IoU, mean IoU over the four views, mean
-   absolute view-ratio error (patch 8/16/32 and pixel, masks resized to 128 and 256 px).
-4. Times ``parse-views predict`` (read, infer, write PNGs) on 128-px and 256-px images.
+   absolute view-ratio error (patch 8/16/32 and pixel, masks resized to 128 and 256 px),
+   with and without the mirror-image average.
+4. Times ``parse-views predict`` (read, infer, write PNGs) on 128-px and 256-px images,
+   with the mirror-image average (the default) and without (``--no-flip``).
 5. With --demo: trains the demo twice, on the exact masks and on the parser's masks
    (``data.view_parser=<checkpoint>``), and prints both mAP histories and the difference.
 
@@ -20,6 +22,7 @@ follow a first call. Figures are printed and written to <out>/figures.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -34,6 +37,7 @@ from viewcoop_core.viewparse.checkpoint import save_parser
 from viewcoop_core.viewparse.evaluate import evaluate_parser
 from viewcoop_core.viewparse.model import build_parser
 from viewcoop_core.viewparse.predict import OUTPUT_KIND as PREDICT_KIND
+from viewcoop_core.viewparse.predict import SOURCE_FILE as PREDICT_SOURCE
 from viewcoop_core.viewparse.predict import predict_folder
 from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 from viewcoop_core.viewparse.train import train_parser
@@ -86,27 +90,35 @@ def evaluation_step(out: Path, checkpoint: Path) -> dict:
     ensure_synthetic(eval_root, EVAL_SPEC)
     images = [eval_root / s for s in SPLITS]
     figures = {}
-    for size in (128, 256):
-        scores = evaluate_parser(images, eval_root / "masks", checkpoint, ratio_image_size=size)
-        figures[f"ratios_at_{size}px"] = {k: round(v, 4) for k, v in scores.items()}
+    for size, flip in itertools.product((128, 256), (True, False)):
+        scores = evaluate_parser(
+            images, eval_root / "masks", checkpoint, ratio_image_size=size, flip=flip
+        )
+        name = f"ratios_at_{size}px{'' if flip else '_noflip'}"
+        figures[name] = {k: round(v, 4) for k, v in scores.items()}
     return figures
 
 
 def throughput_step(out: Path, checkpoint: Path) -> dict:
-    """images/s of predict (read + infer + write) on 128-px and 256-px images."""
+    """images/s of predict (read + infer + write) on 128-px and 256-px images, with and
+    without the mirror-image average."""
     figures = {}
     big_checkpoint = out / "untrained-256.pt"
     save_parser(big_checkpoint, build_parser(ParserSpec(input_size=256)), {"untrained": True})
-    for size, parser in ((128, checkpoint), (256, checkpoint), (256, big_checkpoint)):
+    runs = ((128, checkpoint), (256, checkpoint), (256, big_checkpoint))
+    for (size, parser), flip in itertools.product(runs, (True, False)):
         root = out / f"speed-set-{size}"
         ensure_synthetic(root, EVAL_SPEC.replace(image_size=size, num_ids=8, seed=13))
-        target = out / f"speed-masks-{size}-{parser.stem}"
+        target = out / f"speed-masks-{size}-{parser.stem}{'' if flip else '-noflip'}"
         if owns(target, PREDICT_KIND):  # our own output of an earlier call: predict anew
-            for stale in target.glob("*.png"):
-                stale.unlink()
-        summary = predict_folder([root / "image_train", root / "image_test"], parser, target)
+            for stale in [*target.glob("*.png"), target / PREDICT_SOURCE]:
+                stale.unlink(missing_ok=True)
+        summary = predict_folder(
+            [root / "image_train", root / "image_test"], parser, target, flip=flip
+        )
         input_size = 256 if parser == big_checkpoint else 128
-        figures[f"{size}px_images_parser_input_{input_size}"] = round(summary.images_per_second, 1)
+        name = f"{size}px_images_parser_input_{input_size}{'' if flip else '_noflip'}"
+        figures[name] = round(summary.images_per_second, 1)
     return figures
 
 

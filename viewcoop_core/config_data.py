@@ -23,6 +23,8 @@ class DataConfig:
     masks, made once and cached in ``view_masks_cache`` (default: ``view-masks/`` next to
     ``root``) in a folder keyed by the checkpoint and the image set.
     ``view_parser_device``: "auto" (the GPU when there is one), "cpu" or "cuda".
+    ``view_parser_flip``: average each image's parser logits with its mirror image's (a
+    second forward pass; ``viewparse/inference.py``).
 
     ``skip_list``: a text file naming training images to leave out, one path per line
     (the pre-flight writes one into the run folder for the unreadable images it found).
@@ -42,6 +44,7 @@ class DataConfig:
     view_masks_cache: str | None = None
     view_parser_batch_size: int = 64
     view_parser_device: str = "auto"
+    view_parser_flip: bool = True
 
     def __post_init__(self) -> None:
         _require(

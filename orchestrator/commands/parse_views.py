@@ -120,6 +120,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             device=args.device,
             progress=update,
             num_threads=args.io_threads,
+            flip=args.flip,
         )
     console.print(
         f"{summary.predicted} masks predicted ({summary.images_per_second:.1f} images/s), "
@@ -149,6 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=resolve_device(args.device),
         ratio_image_size=args.ratio_image_size,
+        flip=args.flip,
     )
     console.print(scores_table(f"view parser {args.checkpoint} against {args.masks}", scores))
     if args.json:
@@ -165,6 +167,16 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
         "--device", default="auto", help="auto (the GPU when there is one), cpu or cuda"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _flip_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        help="one forward pass per image (default: the mean of the image's and its mirror "
+        "image's logits, twice the work, a better mask)",
+    )
 
 
 def register(sub) -> None:
@@ -226,6 +238,7 @@ def register(sub) -> None:
     predict.add_argument(
         "--io-threads", type=int, default=4, help="threads reading images and writing PNGs"
     )
+    _flip_option(predict)
     predict.set_defaults(func=cmd_predict)
 
     evaluate = commands.add_parser(
@@ -242,4 +255,5 @@ def register(sub) -> None:
         "re-id input size)",
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    _flip_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from viewcoop_core.viewparse.checkpoint import (
 )
 from viewcoop_core.viewparse.evaluate import evaluate_parser, score_masks
 from viewcoop_core.viewparse.files import paired_files
+from viewcoop_core.viewparse.inference import predict_batch
 from viewcoop_core.viewparse.model import build_parser
-from viewcoop_core.viewparse.predict import predict_folder, write_mask_atomically
+from viewcoop_core.viewparse.predict import SOURCE_FILE, predict_folder, write_mask_atomically
 from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 from viewcoop_core.viewparse.train import fit_parser, train_parser
 from viewcoop_core.views import view_ratios
@@ -198,6 +200,30 @@ def test_training_lowers_the_loss_on_a_learnable_task():
     assert (predicted == masks[0]).mean() > 0.9
 
 
+def test_flip_averaged_masks_mirror_with_their_image():
+    # What the mirror average guarantees (and a plain forward pass does not): the mask of
+    # the mirror image is the mirror of the image's mask, pixel for pixel.
+    torch.manual_seed(0)
+    model = build_parser(TINY_SPEC).eval()
+    batch = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    sizes = [(32, 32)] * 4
+    for flip, always_mirrors in ((True, True), (False, False)):
+        masks = predict_batch(model, batch, sizes, flip=flip)
+        mirrored = predict_batch(model, batch.flip(-1), sizes, flip=flip)
+        mirrors = all(np.array_equal(m[:, ::-1], n) for m, n in zip(masks, mirrored))
+        assert mirrors == always_mirrors
+    # ... and it is the argmax of the mean of the two passes' logits (a naive loop).
+    with torch.no_grad():
+        x = model.normalise(batch)
+        for row in range(4):
+            one = x[row : row + 1]
+            mean = (model(one)[0] + torch.flip(model(torch.flip(one, [3])), [3])[0]) / 2
+            expected = mean.argmax(0).numpy()
+            assert np.array_equal(
+                predict_batch(model, batch[row : row + 1], sizes[:1])[0], expected
+            )
+
+
 # --- train / predict / evaluate on a tiny set ------------------------------------------
 
 
@@ -259,6 +285,24 @@ def test_an_interrupted_predict_resumes_without_redoing_finished_masks(
     assert len(list(out.glob("*.png"))) == 8 and not list(out.glob(".*.tmp"))
 
 
+def test_a_folder_is_not_resumed_with_another_parser_or_flip_setting(
+    tiny_set, tiny_parser, tmp_path
+):
+    out, images = tmp_path / "pred", [tiny_set / "image_train"]
+    predict_folder(images, tiny_parser, out, device="cpu")
+    other = tmp_path / "other.pt"
+    save_parser(other, build_parser(TINY_SPEC), {"untrained": True})
+    for checkpoint, flip in ((other, True), (tiny_parser, False)):
+        with pytest.raises(ValueError, match=f"the masks in {out} were made by parser"):
+            predict_folder(images, checkpoint, out, device="cpu", flip=flip)
+    # The same parser and setting resume it (nothing left to do).
+    assert predict_folder(images, tiny_parser, out, device="cpu").already_done == 8
+    # A folder of an older release (masks, no record) is not taken for this parser's.
+    (out / SOURCE_FILE).unlink()
+    with pytest.raises(ValueError, match="no record of the parser that made them"):
+        predict_folder(images, tiny_parser, out, device="cpu")
+
+
 def test_the_input_folder_is_listed_once(tiny_set, tiny_parser, tmp_path, monkeypatch):
     from viewcoop_core.viewparse import files
 
@@ -317,6 +361,10 @@ def test_the_cli_trains_predicts_and_evaluates(tiny_set, tmp_path):
         == 0
     )
     assert len(list(out.glob("*.png"))) == 8
+    plain = tmp_path / "plain"
+    predict_args = ["--checkpoint", str(checkpoint), "--out", str(plain), "--no-flip"]
+    assert main(["parse-views", "predict", *common, *predict_args]) == 0
+    assert json.loads((plain / SOURCE_FILE).read_text())["flip"] is False
     assert (
         main(
             [

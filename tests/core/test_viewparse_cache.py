@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -107,6 +108,19 @@ def test_another_checkpoint_or_a_changed_image_gets_another_folder(world, tmp_pa
         assert prepare_view_masks(config(root, parser, **cache)).data.masks_dir != first
     finally:
         os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_the_flip_setting_gets_its_own_folder(world, tmp_path):
+    root, (parser, _) = world
+    cache = {"data.view_masks_cache": tmp_path}
+    flipped = prepare_view_masks(config(root, parser, **cache))
+    plain = prepare_view_masks(config(root, parser, **cache, **{"data.view_parser_flip": False}))
+    assert Path(flipped.data.masks_dir).name.endswith("-flip")
+    assert Path(plain.data.masks_dir).name == Path(flipped.data.masks_dir).name[:-4] + "noflip"
+    # A prepared config is not taken for the other setting's finished cache.
+    other = dataclasses.replace(flipped.data, view_parser_flip=False)
+    redone = prepare_view_masks(dataclasses.replace(flipped, data=other))
+    assert redone.data.masks_dir != flipped.data.masks_dir
 
 
 def test_given_masks_are_kept_and_only_the_missing_ones_predicted(world, tmp_path):

@@ -7,7 +7,10 @@ copied), a predicted one otherwise. The folder's name holds two digests:
 
 * the checkpoint's bytes (SHA-256), so retraining the parser never reuses old masks;
 * the image set: every image's path, size and modification time, plus the same for the
-  given masks, so a redrawn synthetic set or an added image gets a new folder.
+  given masks, so a redrawn synthetic set or an added image gets a new folder;
+
+and ``-flip`` or ``-noflip`` for ``data.view_parser_flip`` (the masks differ; folders of
+releases before the setting have neither and are never read).
 
 The run then reads that folder as its ``data.masks_dir``. Prediction is resumable, so an
 interrupted preparation continues on the next start; a finished one costs one listing
@@ -108,7 +111,8 @@ def cache_folder(cfg: ExperimentConfig, images: Sequence[Path], given: dict[str,
     checkpoint_digest = file_digest(data.view_parser)[:_DIGEST_CHARS]
     images_digest = image_set_digest(images, given.values())[:_DIGEST_CHARS]
     root = Path(data.view_masks_cache or default_cache_dir(data.root)).expanduser().resolve()
-    return root / f"{data.dataset}-parser{checkpoint_digest}-images{images_digest}"
+    flip = "flip" if data.view_parser_flip else "noflip"
+    return root / f"{data.dataset}-parser{checkpoint_digest}-images{images_digest}-{flip}"
 
 
 def _listing_dataset(cfg: ExperimentConfig) -> ReidDataset:
@@ -127,7 +131,7 @@ def prepare_view_masks(cfg: ExperimentConfig) -> ExperimentConfig:
     checkpoint = Path(data.view_parser).expanduser().resolve()
     read_parser_checkpoint(checkpoint)  # a bad file fails here, before anything is written
     images = dataset_images(_listing_dataset(cfg))
-    if _is_finished_cache(data.masks_dir, checkpoint, images):
+    if _is_finished_cache(data.masks_dir, checkpoint, data.view_parser_flip, images):
         return cfg  # prepared already (a sweep's driver did it for its trials)
     given = _given_masks(images, data.masks_dir)
     resolved = dataclasses.replace(data, view_parser=str(checkpoint))
@@ -148,6 +152,7 @@ def prepare_view_masks(cfg: ExperimentConfig) -> ExperimentConfig:
         data.view_parser_batch_size,
         data.view_parser_device,
         progress=_ProgressLog(),
+        flip=data.view_parser_flip,
     )
     _write_manifest(folder, cfg, len(images), len(given))
     logger.info(
@@ -173,13 +178,16 @@ class _ProgressLog:
             self.logged = done
 
 
-def _is_finished_cache(masks_dir: str | None, checkpoint: Path, images: Sequence[Path]) -> bool:
+def _is_finished_cache(
+    masks_dir: str | None, checkpoint: Path, flip: bool, images: Sequence[Path]
+) -> bool:
     """Whether ``masks_dir`` is a cache folder this checkpoint finished for these images
-    (the manifest is written last, so an interrupted folder never counts)."""
+    with this flip setting (the manifest is written last, so an interrupted folder never
+    counts)."""
     if not masks_dir or not (Path(masks_dir) / MANIFEST_FILE).is_file():
         return False
     manifest = json.loads((Path(masks_dir) / MANIFEST_FILE).read_text())
-    if manifest.get("checkpoint") != str(checkpoint):
+    if manifest.get("checkpoint") != str(checkpoint) or manifest.get("flip", False) != flip:
         return False
     return {mask_name(image.name) for image in images} <= mask_names(Path(masks_dir))
 
@@ -187,6 +195,7 @@ def _is_finished_cache(masks_dir: str | None, checkpoint: Path, images: Sequence
 def _write_manifest(folder: Path, cfg: ExperimentConfig, num_images: int, num_given: int) -> None:
     manifest = {
         "checkpoint": cfg.data.view_parser,
+        "flip": cfg.data.view_parser_flip,
         "dataset": cfg.data.dataset,
         "root": str(Path(cfg.data.root).resolve()),
         "given_masks_dir": cfg.data.masks_dir,

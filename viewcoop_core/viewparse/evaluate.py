@@ -94,22 +94,25 @@ def evaluate_parser(
     device: str | torch.device = "cpu",
     ratio_image_size: int = 256,
     num_threads: int = 4,
+    flip: bool = True,
 ) -> dict[str, float]:
     """Predict the masks of every image of ``image_dirs`` with a true mask in ``masks_dir``
-    and score them against it (``MaskScores.summary``)."""
+    (``flip``: averaged with the mirror image, as ``predict`` does by default) and score
+    them against it (``MaskScores.summary``)."""
     model, _ = load_parser(checkpoint, device)
     pairs = paired_files(image_dirs, masks_dir)
     scores = MaskScores(ratio_image_size=ratio_image_size)
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
         for chunk in batched(pairs, batch_size):
             loaded = list(pool.map(lambda pair: read_pair(*pair), chunk))
-            predicted = predict_images(model, [image for image, _ in loaded])
+            predicted = predict_images(model, [image for image, _ in loaded], flip)
             for mask, (_, truth) in zip(predicted, loaded):
                 scores.add(mask, truth)
     summary = scores.summary()
     logger.info(
-        "parser %s on %d images of %s: mean IoU %.3f, ratio MAE %.4f at 16 px",
+        "parser %s%s on %d images of %s: mean IoU %.3f, ratio MAE %.4f at 16 px",
         Path(checkpoint).name,
+        " (flip-averaged)" if flip else "",
         scores.count,
         masks_dir,
         summary["mean_iou"],

@@ -7,10 +7,15 @@ into place, which is atomic on POSIX file systems: a mask under its real name is
 whole. Temporary files left by a process that no longer runs are removed on the next
 start. Images are read and masks encoded in a thread pool (PIL releases the GIL), one
 batch ahead of the model.
+
+The folder records what made its masks (``SOURCE_FILE``: the checkpoint's SHA-256 and the
+flip setting); a run with another checkpoint or setting is refused rather than mixing two
+parsers' masks in one folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -24,7 +29,7 @@ import torch
 from PIL import Image
 
 from viewcoop_core.outputs import claim_output_dir
-from viewcoop_core.viewparse.checkpoint import load_parser
+from viewcoop_core.viewparse.checkpoint import file_digest, load_parser
 from viewcoop_core.viewparse.files import batched, mask_name, mask_names, read_rgb, scan_images
 from viewcoop_core.viewparse.inference import model_input, predict_batch
 from viewcoop_core.viewparse.model import ViewParserNet
@@ -33,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_KIND = "view-masks"
 TMP_SUFFIX = ".tmp"
+SOURCE_FILE = ".viewcoop-view-masks-source.json"
 
 ProgressFn = Callable[[int, int], None]
 """Called with (images done, images to do) at the start and after every batch."""
@@ -100,6 +106,37 @@ def write_mask_atomically(out: Path, name: str, mask: np.ndarray) -> Path:
     return final
 
 
+def mask_source(checkpoint: str | os.PathLike[str], flip: bool) -> dict[str, object]:
+    """What makes a folder's masks: the checkpoint's bytes and the flip setting."""
+    return {"checkpoint_sha256": file_digest(checkpoint), "flip": flip}
+
+
+def check_mask_source(out: Path, source: dict[str, object], num_masks: int) -> None:
+    """Record ``source`` in ``out``, or refuse when its masks came from another one.
+
+    A folder with masks and no record (written before records existed, without the
+    mirror average) is refused too: nothing tells which parser made them.
+    """
+    path = out / SOURCE_FILE
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        if recorded != source:
+            raise ValueError(
+                f"the masks in {out} were made by parser {recorded.get('checkpoint_sha256')} "
+                f"with flip={recorded.get('flip')}; this run uses {source['checkpoint_sha256']} "
+                f"with flip={source['flip']}. Write to another --out folder (or delete the "
+                f"masks to redo them) rather than mix two parsers' masks."
+            )
+        return
+    if num_masks:
+        raise ValueError(
+            f"{out} holds {num_masks} masks and no record of the parser that made them (an "
+            f"older release wrote it); write to another --out folder rather than mix them "
+            f"with this parser's masks."
+        )
+    path.write_text(json.dumps(source) + "\n")
+
+
 def pending_images(
     image_dirs: Sequence[str | os.PathLike[str]], done: set[str]
 ) -> tuple[list[Path], int]:
@@ -126,6 +163,7 @@ def predict_paths(
     batch_size: int = 64,
     progress: ProgressFn | None = None,
     num_threads: int = 4,
+    flip: bool = True,
 ) -> int:
     """Predict and write ``out/<stem>.png`` for every path of ``images``; returns the count.
 
@@ -150,7 +188,7 @@ def predict_paths(
             loaded = [future.result() for future in upcoming]
             upcoming = load(chunks[index + 1]) if index + 1 < len(chunks) else []
             batch = torch.from_numpy(np.stack([array for array, _ in loaded]))
-            masks = predict_batch(model, batch, [size for _, size in loaded])
+            masks = predict_batch(model, batch, [size for _, size in loaded], flip)
             names = [mask_name(path.name) for path in chunk]
             list(pool.map(lambda item: write_mask_atomically(out, *item), zip(names, masks)))
             done += len(chunk)
@@ -167,8 +205,10 @@ def predict_folder(
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
     num_threads: int = 4,
+    flip: bool = True,
 ) -> PredictSummary:
-    """Masks for every image of ``image_dirs`` into ``out`` (claimed), skipping finished ones."""
+    """Masks for every image of ``image_dirs`` into ``out`` (claimed), skipping finished ones;
+    ``flip``: average with the mirror image (``inference.py``)."""
     return predict_into(
         out,
         checkpoint,
@@ -177,6 +217,7 @@ def predict_folder(
         device,
         progress,
         num_threads,
+        flip,
     )
 
 
@@ -188,10 +229,12 @@ def predict_into(
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
     num_threads: int = 4,
+    flip: bool = True,
 ) -> PredictSummary:
     """Claim ``out``, list its masks once, predict what ``select(done mask names)`` returns.
 
-    ``select`` returns (images to predict, how many already have their mask).
+    ``select`` returns (images to predict, how many already have their mask). ``out``'s
+    masks must come from the same checkpoint and ``flip`` (``check_mask_source``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -199,19 +242,22 @@ def predict_into(
     removed = remove_stale_temporaries(out)
     if removed:
         logger.info("removed %d half-written masks of an interrupted run in %s", removed, out)
-    todo, already = select(mask_names(out))
+    done = mask_names(out)
+    check_mask_source(out, mask_source(checkpoint, flip), len(done))
+    todo, already = select(done)
     started = time.perf_counter()
     predicted = 0
     if todo:
         model, _ = load_parser(checkpoint, resolve_device(device))
         logger.info(
-            "predicting %d view masks into %s (%d already there) on %s",
+            "predicting %d view masks into %s (%d already there) on %s%s",
             len(todo),
             out,
             already,
             next(model.parameters()).device,
+            ", averaged with the mirror images" if flip else "",
         )
-        predicted = predict_paths(model, todo, out, batch_size, progress, num_threads)
+        predicted = predict_paths(model, todo, out, batch_size, progress, num_threads, flip)
     summary = PredictSummary(str(out), predicted, already, time.perf_counter() - started)
     if predicted:
         logger.info(
