@@ -18,6 +18,7 @@ from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
 from viewcoop_core.viewparse import predict as predict_module
 from viewcoop_core.viewparse.checkpoint import (
     ParserCheckpointError,
+    file_digest,
     load_parser,
     read_parser_checkpoint,
     save_parser,
@@ -293,14 +294,22 @@ def test_a_folder_is_not_resumed_with_another_parser_or_flip_setting(
     other = tmp_path / "other.pt"
     save_parser(other, build_parser(TINY_SPEC), {"untrained": True})
     for checkpoint, flip in ((other, True), (tiny_parser, False)):
-        with pytest.raises(ValueError, match=f"the masks in {out} were made by parser"):
+        with pytest.raises(ValueError, match=f"the 8 masks in {out} were made by parser"):
             predict_folder(images, checkpoint, out, device="cpu", flip=flip)
     # The same parser and setting resume it (nothing left to do).
     assert predict_folder(images, tiny_parser, out, device="cpu").already_done == 8
     # A folder of an older release (masks, no record) is not taken for this parser's.
+    (out / SOURCE_FILE).write_text("{half")
+    with pytest.raises(ValueError, match="is not readable"):
+        predict_folder(images, tiny_parser, out, device="cpu")
     (out / SOURCE_FILE).unlink()
     with pytest.raises(ValueError, match="no record of the parser that made them"):
         predict_folder(images, tiny_parser, out, device="cpu")
+    # Emptied of masks, the folder takes another parser.
+    for mask in out.glob("*.png"):
+        mask.unlink()
+    assert predict_folder(images, other, out, device="cpu").predicted == 8
+    assert json.loads((out / SOURCE_FILE).read_text())["checkpoint_sha256"] == file_digest(other)
 
 
 def test_the_input_folder_is_listed_once(tiny_set, tiny_parser, tmp_path, monkeypatch):

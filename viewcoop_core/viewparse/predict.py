@@ -112,29 +112,39 @@ def mask_source(checkpoint: str | os.PathLike[str], flip: bool) -> dict[str, obj
 
 
 def check_mask_source(out: Path, source: dict[str, object], num_masks: int) -> None:
-    """Record ``source`` in ``out``, or refuse when its masks came from another one.
+    """Record ``source`` in ``out``, or refuse when its ``num_masks`` masks came from
+    another one.
 
     A folder with masks and no record (written before records existed, without the
-    mirror average) is refused too: nothing tells which parser made them.
+    mirror average) is refused too: nothing tells which parser made them. A folder without
+    masks takes the new source whatever it recorded.
     """
     path = out / SOURCE_FILE
-    if path.is_file():
-        recorded = json.loads(path.read_text())
+    if num_masks:
+        try:
+            recorded = json.loads(path.read_text()) if path.is_file() else None
+        except ValueError as error:
+            raise ValueError(
+                f"{path} (the record of which parser made the masks in {out}) is not readable "
+                f"({error}); write to another --out folder."
+            ) from error
+        if recorded is None:
+            raise ValueError(
+                f"{out} holds {num_masks} masks and no record of the parser that made them "
+                f"(an older release wrote it); write to another --out folder rather than mix "
+                f"them with this parser's masks."
+            )
         if recorded != source:
             raise ValueError(
-                f"the masks in {out} were made by parser {recorded.get('checkpoint_sha256')} "
-                f"with flip={recorded.get('flip')}; this run uses {source['checkpoint_sha256']} "
-                f"with flip={source['flip']}. Write to another --out folder (or delete the "
-                f"masks to redo them) rather than mix two parsers' masks."
+                f"the {num_masks} masks in {out} were made by parser "
+                f"{recorded.get('checkpoint_sha256')} with flip={recorded.get('flip')}; this "
+                f"run uses {source['checkpoint_sha256']} with flip={source['flip']}. Write to "
+                f"another --out folder rather than mix two parsers' masks."
             )
         return
-    if num_masks:
-        raise ValueError(
-            f"{out} holds {num_masks} masks and no record of the parser that made them (an "
-            f"older release wrote it); write to another --out folder rather than mix them "
-            f"with this parser's masks."
-        )
-    path.write_text(json.dumps(source) + "\n")
+    partial = _temporary_path(out, SOURCE_FILE)
+    partial.write_text(json.dumps(source) + "\n")
+    os.replace(partial, path)
 
 
 def pending_images(
