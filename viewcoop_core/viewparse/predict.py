@@ -94,16 +94,21 @@ def remove_stale_temporaries(out: Path) -> int:
     return removed
 
 
-def write_mask_atomically(out: Path, name: str, mask: np.ndarray) -> Path:
-    """Write uint8[H, W] ``mask`` as ``out/name`` via a temporary file and a rename."""
+def _write_atomically(out: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """``write(path)`` a temporary file, then rename it to ``out/name``: never a half file."""
     final = out / name
     partial = _temporary_path(out, name)
     try:
-        Image.fromarray(mask).save(partial, format="PNG")
+        write(partial)
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
     return final
+
+
+def write_mask_atomically(out: Path, name: str, mask: np.ndarray) -> Path:
+    """Write uint8[H, W] ``mask`` as ``out/name`` via a temporary file and a rename."""
+    return _write_atomically(out, name, lambda path: Image.fromarray(mask).save(path, "PNG"))
 
 
 def mask_source(checkpoint: str | os.PathLike[str], flip: bool) -> dict[str, object]:
@@ -142,9 +147,7 @@ def check_mask_source(out: Path, source: dict[str, object], num_masks: int) -> N
                 f"another --out folder rather than mix two parsers' masks."
             )
         return
-    partial = _temporary_path(out, SOURCE_FILE)
-    partial.write_text(json.dumps(source) + "\n")
-    os.replace(partial, path)
+    _write_atomically(out, SOURCE_FILE, lambda file: file.write_text(json.dumps(source) + "\n"))
 
 
 def pending_images(
