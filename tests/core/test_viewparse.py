@@ -322,6 +322,25 @@ def test_the_input_folder_is_listed_once(tiny_set, tiny_parser, tmp_path, monkey
     assert listed.count(tiny_set / "image_train") == 1
 
 
+def test_the_cli_refuses_a_process_count_that_is_not_a_number(capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "parse-views",
+                "train",
+                "--images",
+                "x",
+                "--masks",
+                "y",
+                "--out",
+                "z",
+                "--processes",
+                "0",
+            ]
+        )
+    assert "--processes must be auto or a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
 def test_evaluate_reports_iou_and_ratio_errors(tiny_set, tiny_parser):
     scores = evaluate_parser(
         [tiny_set / "image_test"], tiny_set / "masks", tiny_parser, ratio_image_size=64
@@ -357,12 +376,18 @@ def test_the_cli_trains_predicts_and_evaluates(tiny_set, tmp_path):
                 "2",
                 "--detail-channels",
                 "3",
+                "--boundary-weight",
+                "2",
             ]
         )
         == 0
     )
-    spec = torch.load(checkpoint, weights_only=True)["spec"]
+    saved = torch.load(checkpoint, weights_only=True)
+    spec = saved["spec"]
     assert (spec["input_size"], spec["base_channels"], spec["detail_channels"]) == (32, 4, 3)
+    # auto: batches of 2 do not split into shares of 8, so one process
+    assert saved["training"]["processes"] == 1
+    assert saved["training"]["settings"]["boundary_weight"] == 2.0
     assert (
         main(
             ["parse-views", "predict", *common, "--checkpoint", str(checkpoint), "--out", str(out)]

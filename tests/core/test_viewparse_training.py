@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viewcoop_core.viewparse.losses import PARSER_LOSSES, parser_loss, soft_dice_loss
+from viewcoop_core.viewparse.losses import (
+    PARSER_LOSSES,
+    boundary_pixels,
+    boundary_weighted_cross_entropy,
+    parser_loss,
+    soft_dice_loss,
+)
 from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 from viewcoop_core.viewparse.train import fit_parser, half_resolution
 
@@ -64,6 +70,51 @@ def test_parser_loss_adds_the_weighted_dice_term_to_cross_entropy():
     assert PARSER_LOSSES == ("ce", "ce+dice")
 
 
+def naive_boundary(target: torch.Tensor) -> torch.Tensor:
+    batch, height, width = target.shape
+    out = torch.zeros_like(target, dtype=torch.bool)
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        v, u = y + dy, x + dx
+                        if (
+                            0 <= v < height
+                            and 0 <= u < width
+                            and target[b, v, u] != target[b, y, x]
+                        ):
+                            out[b, y, x] = True
+    return out
+
+
+def test_boundary_pixels_and_their_weighted_cross_entropy_match_naive_loops():
+    generator = torch.Generator().manual_seed(2)
+    target = torch.zeros(2, 7, 6, dtype=torch.long)
+    target[0, 2:5, 1:4] = 3  # a block inside the background
+    target[1, :, 3:] = torch.randint(1, 5, (7, 3), generator=generator)
+    edges = boundary_pixels(target)
+    assert torch.equal(edges, naive_boundary(target))
+    assert not edges[0, 0, 0] and edges[0, 2, 1] and not edges[0, 3, 2]  # corner, edge, inside
+    logits = torch.randn(2, 5, 7, 6, generator=generator, dtype=torch.float64)
+    weight = 3.0
+    total = norm = 0.0
+    for b in range(2):
+        for y in range(7):
+            for x in range(6):
+                row = logits[b, :, y, x]
+                pixel = float(torch.logsumexp(row, 0) - row[target[b, y, x]])
+                w = 1.0 + weight * float(naive_boundary(target)[b, y, x])
+                total, norm = total + w * pixel, norm + w
+    got = boundary_weighted_cross_entropy(logits, target, weight)
+    assert got.item() == pytest.approx(total / norm, rel=1e-12)
+    plain = F.cross_entropy(logits, target).item()
+    assert boundary_weighted_cross_entropy(logits, target, 0.0).item() == pytest.approx(plain)
+    both = parser_loss(logits, target, "ce+dice", dice_weight=0.5, boundary_weight=weight)
+    expected = total / norm + 0.5 * soft_dice_loss(logits, target).item()
+    assert both.item() == pytest.approx(expected, rel=1e-12)
+
+
 def test_half_resolution_keeps_each_label_where_it_was():
     masks = torch.zeros(1, 8, 8, dtype=torch.long)
     masks[0, :4, :] = 1  # top half front, bottom half side
@@ -90,9 +141,9 @@ def test_training_with_coarse_steps_uses_both_sizes(monkeypatch):
     seen = []
     real = train_module.parser_loss
 
-    def recording(logits, target, kind, dice_weight):
+    def recording(logits, target, *options):
         seen.append(logits.shape[-1])
-        return real(logits, target, kind, dice_weight)
+        return real(logits, target, *options)
 
     monkeypatch.setattr(train_module, "parser_loss", recording)
     spec = ParserSpec(input_size=32, base_channels=4, depth=1)
@@ -110,3 +161,5 @@ def test_coarse_fraction_and_loss_are_checked():
         TrainSettings(coarse_fraction=1.0)
     with pytest.raises(ValueError, match="loss"):
         TrainSettings(loss="dice")
+    with pytest.raises(ValueError, match="boundary_weight"):
+        TrainSettings(boundary_weight=-1.0)

@@ -83,14 +83,17 @@ class ParserSpec:
 class TrainSettings:
     """How long and how the parser trains: ``steps`` batches of ``batch_size`` pairs;
     ``loss`` one of ``PARSER_LOSSES`` (``ce+dice``: cross-entropy + ``dice_weight`` x soft
-    Dice over the four views); the first ``coarse_fraction`` of the steps train at half the
-    input size (``train.py``)."""
+    Dice over the four views); the cross-entropy weighs face-boundary pixels by 1 +
+    ``boundary_weight`` (``losses.py``); the first ``coarse_fraction`` of the steps train
+    at half the input size (``train.py``)."""
 
-    # Bounded by steps, never by time. Steps of 8 pairs: 4,000 of them cost what 2,000 of
-    # 16 did (9.0 min on 2 cores) and gave a better parser (mean IoU 0.81 against 0.80);
-    # 6,000 (13.9 min) 0.83 over 3 seeds (README, "View masks for VeRi-776, ...").
+    # Bounded by steps, never by time. 6,000 steps of 16 pairs with the boundary weight 3:
+    # mean IoU 0.83 -> 0.85 (weight 3, batches of 8) -> 0.88 (batches of 16) over 3 seeds;
+    # on a 2-core CPU two 1-thread processes of 8 pairs each (``train_parallel.py``) take
+    # 12.4 min, where one 2-thread process took 13.9 for batches of 8 (README, "View masks
+    # for VeRi-776, ...").
     steps: int = 6000
-    batch_size: int = 8
+    batch_size: int = 16
     lr: float = 6e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -98,6 +101,7 @@ class TrainSettings:
     loss: str = "ce+dice"
     dice_weight: float = 1.0
     coarse_fraction: float = 0.5
+    boundary_weight: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -111,5 +115,6 @@ class TrainSettings:
             raise ValueError(
                 f"parser training coarse_fraction={self.coarse_fraction} must be in [0, 1)"
             )
-        if not self.dice_weight >= 0:
-            raise ValueError(f"parser training dice_weight={self.dice_weight} must be >= 0")
+        for name in ("dice_weight", "boundary_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"parser training {name}={getattr(self, name)} must be >= 0")

@@ -7,8 +7,11 @@ schedule. The first ``coarse_fraction`` of the steps see the batch at half resol
 (progressive resizing): they cost about a third of a full step and teach what needs the
 whole vehicle (which end is the front), so the same minutes buy more steps. Measured on
 the parser benchmark at 1 thread: 600 full steps mean IoU 0.66; 450 half + 450 full steps
-(less work) 0.72. The amount of work is fixed by ``steps``, never by wall-clock time, so the
-same command gives the same parser on any machine.
+(less work) 0.72. The amount of work is fixed by ``steps``, never by wall-clock time, so
+the same command does the same work on any machine, busy or not, and gives the same
+weights to the bit on one machine. Across machines the CPU's kernels may round differently
+and the weights drift apart: the seed-0 default of the release before scored mean IoU 0.843
+on one 2-core machine and 0.847 on another.
 """
 
 from __future__ import annotations
@@ -50,6 +53,84 @@ def half_resolution(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     return images, masks[:, 0].long()
 
 
+def check_training_arrays(images: np.ndarray, masks: np.ndarray, spec: ParserSpec) -> None:
+    """Refuse arrays that are not uint8[N, 3, S, S] images and [N, S, S] masks at S =
+    ``spec.input_size``."""
+    size = spec.input_size
+    if images.shape[1:] != (3, size, size) or masks.shape[1:] != (size, size):
+        raise ValueError(
+            f"training arrays must be [N, 3, {size}, {size}] and [N, {size}, {size}], "
+            f"got {images.shape} and {masks.shape}"
+        )
+
+
+def coarse_step_count(spec: ParserSpec, settings: TrainSettings) -> int:
+    """How many of the first steps train at half the input size (0 where the U-Net takes
+    no half size)."""
+    coarse_steps = round(settings.coarse_fraction * settings.steps)
+    if coarse_steps and not spec.takes(spec.input_size // 2):
+        logger.info(
+            "parser input %d px has no half size this U-Net takes: all steps full",
+            spec.input_size,
+        )
+        return 0
+    return coarse_steps
+
+
+def run_steps(
+    model: torch.nn.Module,
+    image_bank: Tensor,
+    mask_bank: Tensor,
+    spec: ParserSpec,
+    settings: TrainSettings,
+    batch_size: int,
+    generator: torch.Generator,
+    device: str | torch.device = "cpu",
+    on_step: ProgressFn | None = None,
+) -> list[float]:
+    """The training loop: ``settings.steps`` AdamW steps on a one-cycle schedule, each on
+    ``batch_size`` pairs drawn from the banks with ``generator`` and augmented.
+
+    ``model`` is the parser or its ``DistributedDataParallel`` wrapper (``train_parallel``).
+    ``on_step(step, loss)`` is called after every step. Returns the mean loss of every
+    ``log_every`` steps (of this process's share of the batch).
+    """
+    parser = getattr(model, "module", model)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1
+    )
+    coarse_steps = coarse_step_count(spec, settings)
+    history, window = [], []
+    for step in range(settings.steps):
+        index = torch.randint(len(image_bank), (batch_size,), generator=generator)
+        batch_images, batch_masks = augment_batch(image_bank[index], mask_bank[index], generator)
+        if step < coarse_steps:
+            batch_images, batch_masks = half_resolution(batch_images, batch_masks)
+        logits = model(parser.normalise(batch_images.to(device)))
+        loss = parser_loss(
+            logits,
+            batch_masks.to(device),
+            settings.loss,
+            settings.dice_weight,
+            settings.boundary_weight,
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        window.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, window[-1])
+        if len(window) == settings.log_every or step + 1 == settings.steps:
+            history.append(float(np.mean(window)))
+            logger.info("parser step %d/%d: loss %.4f", step + 1, settings.steps, history[-1])
+            window = []
+    return history
+
+
 def fit_parser(
     images: np.ndarray,
     masks: np.ndarray,
@@ -57,55 +138,31 @@ def fit_parser(
     settings: TrainSettings,
     device: str | torch.device = "cpu",
     progress: ProgressFn | None = None,
+    processes: int = 1,
 ) -> tuple[ViewParserNet, list[float]]:
     """Train a new parser on in-memory pairs.
 
     Args:
         images: uint8[N, 3, S, S] with S = ``spec.input_size``.
         masks: uint8[N, S, S], values 0..4.
+        processes: CPU processes that split each batch (``train_parallel.py``); 1 trains
+            here, on ``device``.
 
     Returns:
         (the model in eval mode, the mean loss of every ``log_every`` steps).
     """
-    size = spec.input_size
-    if images.shape[1:] != (3, size, size) or masks.shape[1:] != (size, size):
-        raise ValueError(
-            f"training arrays must be [N, 3, {size}, {size}] and [N, {size}, {size}], "
-            f"got {images.shape} and {masks.shape}"
-        )
+    check_training_arrays(images, masks, spec)
+    if processes > 1:
+        from viewcoop_core.viewparse.train_parallel import fit_parser_parallel
+
+        return fit_parser_parallel(images, masks, spec, settings, processes, device, progress)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = build_parser(spec).to(device).train()
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    bank = torch.from_numpy(images), torch.from_numpy(masks)
+    history = run_steps(
+        model, *bank, spec, settings, settings.batch_size, generator, device, progress
     )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1
-    )
-    image_bank, mask_bank = torch.from_numpy(images), torch.from_numpy(masks)
-    coarse_steps = round(settings.coarse_fraction * settings.steps)
-    if coarse_steps and not spec.takes(size // 2):
-        logger.info("parser input %d px has no half size this U-Net takes: all steps full", size)
-        coarse_steps = 0
-    history, window = [], []
-    for step in range(settings.steps):
-        index = torch.randint(len(image_bank), (settings.batch_size,), generator=generator)
-        batch_images, batch_masks = augment_batch(image_bank[index], mask_bank[index], generator)
-        if step < coarse_steps:
-            batch_images, batch_masks = half_resolution(batch_images, batch_masks)
-        logits = model(model.normalise(batch_images.to(device)))
-        loss = parser_loss(logits, batch_masks.to(device), settings.loss, settings.dice_weight)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        window.append(loss.item())
-        if progress is not None:
-            progress(step + 1, window[-1])
-        if len(window) == settings.log_every or step + 1 == settings.steps:
-            history.append(float(np.mean(window)))
-            logger.info("parser step %d/%d: loss %.4f", step + 1, settings.steps, history[-1])
-            window = []
     return model.eval(), history
 
 
@@ -117,8 +174,11 @@ def train_parser(
     settings: TrainSettings | None = None,
     device: str | torch.device = "cpu",
     progress: ProgressFn | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Train on the images of ``image_dirs`` that have ``masks_dir/<stem>.png``; save to ``out``.
+
+    ``processes`` > 1 splits every batch over that many CPU processes (``train_parallel.py``).
 
     Returns the checkpoint's ``training`` record (data, settings, losses, seconds).
     """
@@ -131,12 +191,13 @@ def train_parser(
     started = time.perf_counter()
     images, masks = load_pairs_resized(pairs, spec.input_size)
     logger.info("parser training data: %d pairs at %d px", len(pairs), spec.input_size)
-    model, history = fit_parser(images, masks, spec, settings, device, progress)
+    model, history = fit_parser(images, masks, spec, settings, device, progress, processes)
     record = {
         "image_dirs": [str(Path(d).resolve()) for d in image_dirs],
         "masks_dir": str(Path(masks_dir).resolve()),
         "num_pairs": len(pairs),
         "settings": asdict(settings),
+        "processes": processes,
         "loss_history": history,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -1,0 +1,78 @@
+"""Parser training over several CPU processes (``train_parallel.py``): it learns, the same
+settings give the same weights, each process draws its own share, bad splits are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
+from viewcoop_core.viewparse.train import fit_parser
+from viewcoop_core.viewparse.train_parallel import rank_generator, share_size
+
+SPEC = ParserSpec(input_size=32, base_channels=4, depth=1)
+
+
+def _learnable_pairs() -> tuple[np.ndarray, np.ndarray]:
+    # Left half front (red), right half side (blue).
+    images = np.zeros((8, 3, 32, 32), np.uint8)
+    images[:, 0, :, :16] = 220
+    images[:, 2, :, 16:] = 220
+    masks = np.zeros((8, 32, 32), np.uint8)
+    masks[:, :, :16], masks[:, :, 16:] = 1, 4
+    return images, masks
+
+
+def test_two_processes_learn_the_task_and_repeat_to_the_bit():
+    images, masks = _learnable_pairs()
+    settings = TrainSettings(steps=60, batch_size=4, lr=1e-2, log_every=10)
+    seen = []
+    model, history = fit_parser(
+        images, masks, SPEC, settings, progress=lambda step, _: seen.append(step), processes=2
+    )
+    assert history[-1] < 0.5 * history[0]
+    predicted = model(model.normalise(torch.from_numpy(images[:1]))).argmax(1)[0].numpy()
+    assert (predicted == masks[0]).mean() > 0.9
+    assert seen and seen[-1] == settings.steps and seen == sorted(seen)
+    again, again_history = fit_parser(images, masks, SPEC, settings, processes=2)
+    assert again_history == history
+    for (name, value), other in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(value, other), name
+
+
+def test_rank_zero_draws_the_single_process_stream_and_the_others_their_own():
+    single = torch.randint(1000, (16,), generator=torch.Generator().manual_seed(5))
+    rank0 = torch.randint(1000, (16,), generator=rank_generator(5, 0))
+    rank1 = torch.randint(1000, (16,), generator=rank_generator(5, 1))
+    assert torch.equal(rank0, single)
+    assert not torch.equal(rank1, single)
+    other_seed = torch.randint(1000, (16,), generator=rank_generator(6, 1))
+    assert not torch.equal(rank1, other_seed)
+
+
+def test_a_batch_that_does_not_split_and_a_gpu_are_refused():
+    assert share_size(TrainSettings(batch_size=16), 2) == 8
+    with pytest.raises(ValueError, match="batch_size=9 does not split over 2 processes"):
+        share_size(TrainSettings(batch_size=9), 2)
+    with pytest.raises(ValueError, match="processes=0"):
+        share_size(TrainSettings(), 0)
+    images, masks = _learnable_pairs()
+    with pytest.raises(ValueError, match="on cuda train with processes=1"):
+        fit_parser(images, masks, SPEC, TrainSettings(steps=2, batch_size=4), "cuda", None, 2)
+
+
+def test_auto_takes_one_process_per_thread_with_shares_of_eight(monkeypatch):
+    from viewcoop_core.viewparse.train_parallel import resolve_processes
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert resolve_processes("auto", cpu, 16) == 2
+    assert resolve_processes("auto", cpu, 8) == 1  # shares of 4 would change BatchNorm
+    assert resolve_processes("auto", gpu, 16) == 1
+    assert resolve_processes(3, cpu, 16) == 3  # as given (then share_size refuses it)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert resolve_processes("auto", cpu, 24) == 3
+    assert resolve_processes("auto", cpu, 40) == 5
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert resolve_processes("auto", cpu, 16) == 1
