@@ -62,6 +62,20 @@ def test_a_batch_that_does_not_split_and_a_gpu_are_refused():
         fit_parser(images, masks, SPEC, TrainSettings(steps=2, batch_size=4), "cuda", None, 2)
 
 
+def test_train_parser_refuses_a_bad_split_before_reading_images(tmp_path, monkeypatch):
+    from viewcoop_core.viewparse import train as train_module
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("images were read before the split was checked")
+
+    monkeypatch.setattr(train_module, "paired_files", never)
+    settings = TrainSettings(steps=2, batch_size=9)
+    with pytest.raises(ValueError, match="batch_size=9 does not split over 2 processes"):
+        train_module.train_parser(
+            [tmp_path], tmp_path, tmp_path / "p.pt", SPEC, settings, processes=2
+        )
+
+
 def test_auto_takes_one_process_per_thread_with_shares_of_eight(monkeypatch):
     from viewcoop_core.viewparse.train_parallel import resolve_processes
 

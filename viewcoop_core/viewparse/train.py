@@ -184,6 +184,10 @@ def train_parser(
     """
     spec = spec or ParserSpec()
     settings = settings or TrainSettings()
+    if processes != 1:  # refuse a split it cannot make before reading any image
+        from viewcoop_core.viewparse.train_parallel import check_processes
+
+        check_processes(settings, processes, device)
     out = Path(out)
     if out.exists() and not out.is_file():
         raise FileExistsError(f"parser checkpoint path {out} exists and is not a file")

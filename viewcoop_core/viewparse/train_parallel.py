@@ -65,6 +65,19 @@ def share_size(settings: TrainSettings, processes: int) -> int:
     return settings.batch_size // processes
 
 
+def check_processes(
+    settings: TrainSettings, processes: int, device: str | torch.device = "cpu"
+) -> None:
+    """Refuse a split the training cannot make: more than one process off the CPU, or a
+    batch that does not divide evenly (``share_size``)."""
+    share_size(settings, processes)
+    if processes > 1 and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"parser training processes={processes} splits batches over CPU processes; "
+            f"on {device} train with processes=1"
+        )
+
+
 def rank_generator(seed: int, rank: int) -> torch.Generator:
     """The batch and augmentation stream of one process: rank 0 draws what a single
     process with ``seed`` would draw; the others draw independent streams of the seed."""
@@ -154,13 +167,8 @@ def fit_parser_parallel(
         (rank 0's model in eval mode, the mean loss of every ``log_every`` steps over all
         processes).
     """
-    if torch.device(device).type != "cpu":
-        raise ValueError(
-            f"parser training processes={processes} splits batches over CPU processes; "
-            f"on {device} train with processes=1"
-        )
+    check_processes(settings, processes, device)
     check_training_arrays(images, masks, spec)
-    share_size(settings, processes)
     threads = max(1, torch.get_num_threads() // processes)
     image_bank = torch.from_numpy(images).share_memory_()
     mask_bank = torch.from_numpy(masks).share_memory_()
