@@ -90,3 +90,78 @@ def test_auto_takes_one_process_per_thread_with_shares_of_eight(monkeypatch):
     assert resolve_processes("auto", cpu, 40) == 5
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert resolve_processes("auto", cpu, 16) == 1
+
+
+def test_ctrl_c_stops_every_process_and_leaves_no_checkpoint_or_temporary(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from viewcoop_core.synthetic import SyntheticSpec, make_synthetic
+
+    root = tmp_path / "syn"
+    make_synthetic(
+        root, SyntheticSpec(num_ids=4, num_cameras=2, images_per_camera=2, image_size=32)
+    )
+    temporary, out, log = tmp_path / "tmp", tmp_path / "p.pt", tmp_path / "train.log"
+    temporary.mkdir()
+    command = [
+        sys.executable,
+        "-c",
+        "from orchestrator.cli import main; raise SystemExit(main())",
+        "parse-views",
+        "train",
+        "--images",
+        str(root / "image_train"),
+        "--masks",
+        str(root / "masks"),
+        "--out",
+        str(out),
+        "--steps",
+        "100000",
+        "--batch-size",
+        "4",
+        "--processes",
+        "2",
+        "--threads",
+        "2",
+        "--input-size",
+        "32",
+        "--base-channels",
+        "4",
+        "--depth",
+        "2",
+    ]
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(temporary)},
+            start_new_session=True,  # a process group of its own, as a terminal's job is
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "parser step" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.5)
+        assert list(temporary.glob("viewcoop-parser-*")), "the processes' folder is missing"
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
+        assert process.wait(timeout=60) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:  # multiprocessing's resource tracker leaves when its last user has gone
+        survivors = subprocess.run(
+            ["pgrep", "-a", "-g", str(process.pid)], capture_output=True, text=True
+        ).stdout.splitlines()
+        if not survivors or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert survivors == []
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+    assert not list(temporary.glob("viewcoop-parser-*"))
