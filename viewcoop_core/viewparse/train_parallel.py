@@ -4,10 +4,11 @@ Why processes and not threads: the parser's convolutions are narrow (16-256 chan
 64-128 px maps), and torch's intra-op threads barely share them out. On the 2-core
 machine one process at 2 threads trained 6,000 steps of 8 pairs in 13.9 min, and each of
 two 1-thread processes side by side did the same in 14.2: two processes get twice the
-pixels through in the same minutes (6,000 steps of 16 split over two: 12.4 min). So ``processes`` N splits each batch of ``settings.batch_size`` pairs
-into N shares of ``batch_size / N``; the gradients are averaged every step
-(``DistributedDataParallel``, gloo), so the result is the same recipe as one process with
-the whole batch, up to BatchNorm, whose statistics each process takes over its own share.
+pixels through in the same minutes (6,000 steps of 16 split over two: 12.4 min). So
+``processes`` N splits each batch of ``settings.batch_size`` pairs into N shares of
+``batch_size / N``; the gradients are averaged every step (``DistributedDataParallel``,
+gloo), so the result is the same recipe as one process with the whole batch, up to
+BatchNorm, whose statistics each process takes over its own share.
 
 The processes meet through a file in a private temporary folder (no port is opened); rank
 0's weights come back through a file in that folder, read with ``weights_only=True``. The
