@@ -10,9 +10,12 @@ deleted or overwritten.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 MARKER_PREFIX = ".viewcoop-"
@@ -58,6 +61,26 @@ def claim_output_dir(folder: str | os.PathLike, kind: str, purpose: str = "") ->
     folder.mkdir(parents=True, exist_ok=True)
     write_marker(folder, kind)
     return folder
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on ``folder`` (created if missing) while the block
+    runs, so that two processes filling the same folder (two runs drawing one synthetic
+    set) take turns instead of writing over each other. The lock is on the folder itself
+    (``flock`` on its descriptor): no lock file is left behind, and it is released when
+    the process ends, however it ends.
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ForeignOutputError(f"{folder} exists and is not a folder; choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def write_marker(folder: str | os.PathLike, kind: str) -> None:

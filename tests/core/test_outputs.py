@@ -10,6 +10,7 @@ from viewcoop_core.outputs import (
     ForeignOutputError,
     check_output_name,
     claim_output_dir,
+    exclusive_folder,
     owns,
 )
 
@@ -55,3 +56,14 @@ def test_a_sweep_refuses_a_foreign_folder_by_name(tmp_path):
 def test_run_and_sweep_names_stay_one_folder(name):
     with pytest.raises(ValueError, match="run name"):
         check_output_name(name, "run name")
+
+
+def test_an_exclusive_folder_leaves_nothing_behind_and_refuses_a_file(tmp_path):
+    with exclusive_folder(tmp_path / "new") as folder:
+        assert folder.is_dir()
+    assert list((tmp_path / "new").iterdir()) == []
+    (tmp_path / "file").write_text("a user's file")
+    with pytest.raises(ForeignOutputError, match="file exists and is not a folder"):
+        with exclusive_folder(tmp_path / "file"):
+            pass
+    assert (tmp_path / "file").read_text() == "a user's file"

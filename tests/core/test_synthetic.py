@@ -334,3 +334,35 @@ def test_drawing_in_several_processes_writes_the_same_files(small_set, tmp_path,
     monkeypatch.setattr(writer, "drawing_processes", lambda num_ids: 2)
     make_synthetic(tmp_path / "parallel", SyntheticSpec(seed=0, **SMALL))
     assert _files(tmp_path / "parallel") == _files(root)
+
+
+def _ensure_when_both_are_ready(barrier, out: Path, spec: SyntheticSpec, drew) -> None:
+    from viewcoop_core.synthetic.writer import ensure_synthetic
+
+    barrier.wait()
+    drew.put(ensure_synthetic(out, spec))
+
+
+def test_two_runs_asking_for_one_set_at_once_draw_it_once(small_set, tmp_path):
+    """Two local runs started together (two `train_local.py` or `viewcoop train`) used to
+    draw the same set over each other, and one then read a half-drawn folder."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, drew = context.Barrier(2), context.Queue()
+    out = tmp_path / "shared"
+    runs = [
+        context.Process(
+            target=_ensure_when_both_are_ready,
+            args=(barrier, out, SyntheticSpec(seed=0, **SMALL), drew),
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        run.start()
+    results = sorted(drew.get(timeout=120) for _ in runs)
+    for run in runs:
+        run.join(timeout=60)
+    assert [run.exitcode for run in runs] == [0, 0]
+    assert results == [False, True]  # the second waited, then found the finished set
+    assert _files(out) == _files(small_set[0])

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from viewcoop_core.outputs import claim_output_dir, owns, write_marker
+from viewcoop_core.outputs import claim_output_dir, exclusive_folder, owns, write_marker
 from viewcoop_core.synthetic.cameras import CameraStyle, camera_styles
 from viewcoop_core.synthetic.common import TAG_FRAME, TAG_IMAGE, TAG_QUERY, rng_for
 from viewcoop_core.synthetic.identities import VehicleAttributes, assign_identities
@@ -218,18 +218,19 @@ def ensure_synthetic(out_dir: str | Path, spec: SyntheticSpec) -> bool:
     ``data.root`` while ``data.dataset`` is still ``synthetic``.
     """
     out = Path(out_dir).expanduser()
-    wanted = recorded_parameters(spec)
-    meta = out / META_FILE
-    if meta.is_file():
-        record = _read_meta(meta)
-        _adopt_earlier_set(out, record)
-        recorded = record.get("parameters", {})
-        stale = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
-        if not stale:
-            return False
-        logger.warning("redrawing the synthetic set in %s: (was, now) %s", out, stale)
-    logger.info("drawing the synthetic set into %s", out)
-    make_synthetic(out, spec, overwrite=True)
+    with exclusive_folder(out):  # a second run asking for the same set waits, then reads it
+        wanted = recorded_parameters(spec)
+        meta = out / META_FILE
+        if meta.is_file():
+            record = _read_meta(meta)
+            _adopt_earlier_set(out, record)
+            recorded = record.get("parameters", {})
+            stale = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
+            if not stale:
+                return False
+            logger.warning("redrawing the synthetic set in %s: (was, now) %s", out, stale)
+        logger.info("drawing the synthetic set into %s", out)
+        make_synthetic(out, spec, overwrite=True)
     return True
 
 
