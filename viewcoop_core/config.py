@@ -66,12 +66,13 @@ class ModelConfig:
             "a positive multiple of 16 (the ViT patch size)",
         )
         if self.pretrained in SHIPPED_WEIGHTS:
-            architecture = SHIPPED_WEIGHTS[self.pretrained][0]
+            architectures = SHIPPED_WEIGHTS[self.pretrained]
             _require(
-                self.name == architecture,
+                self.name in architectures,
                 "model.name",
                 self.name,
-                f"{architecture!r} with model.pretrained={self.pretrained!r}",
+                f"one of {', '.join(map(repr, architectures))} with "
+                f"model.pretrained={self.pretrained!r}",
             )
 
 

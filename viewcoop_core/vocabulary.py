@@ -206,8 +206,12 @@ DICTIONARY_BACKEND_CHOICES: tuple[str, ...] = (AUTO, *DICTIONARY_BACKENDS)
 
 TINY_MODEL_NAME = "viewcoop-tiny"
 """The small CLIP registered with open_clip for tests, the CPU demo and the benchmark."""
-SHIPPED_WEIGHTS: dict[str, tuple[str, str]] = {
-    "synthetic": (TINY_MODEL_NAME, "viewcoop-tiny-synthetic.safetensors"),
+SMALL_MODEL_NAME = "viewcoop-small"
+"""The tiny CLIP with every width doubled (joint space, vision and text towers)."""
+PROJECT_MODEL_NAMES: tuple[str, ...] = (TINY_MODEL_NAME, SMALL_MODEL_NAME)
+"""The architectures the project registers with open_clip (``models/clip.py``)."""
+SHIPPED_WEIGHTS: dict[str, dict[str, str]] = {
+    "synthetic": {TINY_MODEL_NAME: "viewcoop-tiny-synthetic.safetensors"},
 }
 """``model.pretrained`` tags for weights shipped in ``viewcoop_core/models/weights/``:
-tag -> (the architecture they are for, file name)."""
+tag -> {architecture: file name}."""

@@ -14,6 +14,7 @@ from orchestrator.commands import add_command
 from orchestrator.console import console
 from viewcoop_core.synthetic.recipe import PretrainRecipe
 from viewcoop_core.synthetic.spec import SyntheticSpec
+from viewcoop_core.vocabulary import PROJECT_MODEL_NAMES
 
 # Shorter spellings kept for the options of earlier versions.
 _ALIASES = {"num_ids": ["--ids"], "num_cameras": ["--cameras"]}
@@ -52,10 +53,10 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
 def cmd_pretrain_tiny(args: argparse.Namespace) -> int:
     import torch
 
-    from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
+    from viewcoop_core.models.clip import build_clip
     from viewcoop_core.synthetic.probe import log_probe, reid_probe
     from viewcoop_core.synthetic.recipe import PretrainRecipe
-    from viewcoop_core.synthetic.weights import make_tiny_clip_weights
+    from viewcoop_core.synthetic.weights import make_synthetic_clip_weights
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -65,15 +66,16 @@ def cmd_pretrain_tiny(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.train_seed,
+        model=args.model,
     )
-    make_tiny_clip_weights(args.out, recipe, args.work_dir, device=args.device)
+    make_synthetic_clip_weights(args.out, recipe, args.work_dir, device=args.device)
     console.print(f"weights: {args.out} (recipe, summary and sha256 in its .json)")
     if args.probe_data is None:
         return 0
     settings = [(eps, k1) for eps in (0.5, 0.6) for k1 in (10, 20)]
     torch.manual_seed(0)
     for name, pretrained in (("random init", None), ("pretrained", str(args.out))):
-        bundle = build_clip(TINY_MODEL_NAME, pretrained=pretrained, image_size=args.spec_image_size)
+        bundle = build_clip(args.model, pretrained=pretrained, image_size=args.spec_image_size)
         log_probe(name, reid_probe(bundle, args.probe_data, settings))
     return 0
 
@@ -96,10 +98,11 @@ def register(sub) -> None:
         sub,
         "pretrain-tiny",
         "pretrain the tiny CLIP on captioned synthetic vehicles (the shipped weights)",
-        "Pretrains the tiny CLIP (viewcoop-tiny) contrastively on captioned synthetic\n"
-        "vehicles for a fixed number of steps and writes .safetensors weights with a\n"
-        ".json record (recipe, summary, sha256). The defaults are the recipe of the\n"
-        "weights shipped as model.pretrained: synthetic; --out onto that file remakes it.",
+        "Pretrains the tiny CLIP (viewcoop-tiny, or --model viewcoop-small: every width\n"
+        "doubled) contrastively on captioned synthetic vehicles for a fixed number of\n"
+        "steps and writes .safetensors weights with a .json record (recipe, summary,\n"
+        "sha256). The defaults are the recipe of the weights shipped as\n"
+        "model.pretrained: synthetic; --out onto a shipped file remakes it.",
         "viewcoop pretrain-tiny --out data/pretrained/tiny.safetensors --steps 3000",
     )
     pre.add_argument("--out", required=True, help="the .safetensors file to write")
@@ -114,6 +117,12 @@ def register(sub) -> None:
         type=int,
         default=recipe.seed,
         help="initialisation, batches and augmentation (--seed draws the set)",
+    )
+    pre.add_argument(
+        "--model",
+        default=recipe.model,
+        choices=PROJECT_MODEL_NAMES,
+        help="the architecture to pretrain from random init",
     )
     pre.add_argument("--device", default="cpu", help="cpu or cuda")
     pre.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from viewcoop_core.models.clip import (
+    SMALL_MODEL_NAME,
     TINY_MODEL_NAME,
     build_clip,
     count_parameters,
     encode_image,
     encode_text_embeddings,
-    register_tiny_model,
+    register_project_model,
 )
 
 SENTENCES = [
@@ -40,8 +41,21 @@ def _outputs(model, images, tokens):
         return model.encode_image(images), model.encode_text(tokens)
 
 
+def test_small_model_doubles_every_width_of_the_tiny_one():
+    assert register_project_model(SMALL_MODEL_NAME) == SMALL_MODEL_NAME
+    assert open_clip.list_models().count(SMALL_MODEL_NAME) == 1
+    small = build_clip(SMALL_MODEL_NAME, image_size=64).model
+    tiny = build_clip(TINY_MODEL_NAME, image_size=64).model
+    assert small.visual.conv1.out_channels == 2 * tiny.visual.conv1.out_channels == 128
+    assert small.token_embedding.embedding_dim == 2 * tiny.token_embedding.embedding_dim == 64
+    assert small.text_projection.shape == (64, 128)
+    assert len(small.visual.transformer.resblocks) == len(tiny.visual.transformer.resblocks)
+    with pytest.raises(ValueError, match="use the project's 'viewcoop-tiny', 'viewcoop-small'"):
+        build_clip("viewcoop-huge")
+
+
 def test_tiny_model_registers_once_and_builds_at_requested_size(caplog):
-    assert register_tiny_model() == register_tiny_model() == TINY_MODEL_NAME
+    assert register_project_model() == register_project_model() == TINY_MODEL_NAME
     assert open_clip.list_models().count(TINY_MODEL_NAME) == 1
 
     with caplog.at_level(logging.INFO, logger="viewcoop_core.models.clip"):

@@ -103,6 +103,13 @@ def test_bad_values_name_the_field(override, field):
         load_config(overrides=[override])
 
 
+def test_shipped_weights_are_refused_for_an_architecture_they_are_not_for():
+    with pytest.raises(ConfigError, match=r"model\.name.*'viewcoop-tiny'.*pretrained='synthetic'"):
+        load_config(overrides=["model.pretrained=synthetic"])  # model.name ViT-B-16
+    cfg = load_config(overrides=["model.pretrained=synthetic", "model.name=viewcoop-tiny"])
+    assert cfg.model.name == "viewcoop-tiny"
+
+
 def test_tau_and_patch_size_forms():
     assert load_config(overrides=["graph.tau=2"]).graph.tau == [2]
     assert load_config(overrides=["graph.tau='0'"]).graph.tau == [0]

@@ -14,14 +14,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from viewcoop_core.data.transforms import build_test_transform
-from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
+from viewcoop_core.models.clip import SMALL_MODEL_NAME, TINY_MODEL_NAME, build_clip
 from viewcoop_core.models.shipped import ShippedWeightsError, file_sha256, shipped_weights
 from viewcoop_core.outputs import ForeignOutputError
 from viewcoop_core.synthetic import SyntheticSpec, make_synthetic, pretrain
 from viewcoop_core.synthetic.captions import caption_for, dominant_view, read_captioned_images
 from viewcoop_core.synthetic.pretrain import clip_contrastive_loss, pretrain_clip, train_step
 from viewcoop_core.synthetic.recipe import PretrainRecipe
-from viewcoop_core.synthetic.weights import make_tiny_clip_weights
+from viewcoop_core.synthetic.weights import make_synthetic_clip_weights
 
 TINY_SET = {"num_ids": 4, "num_cameras": 2, "images_per_camera": 2, "image_size": 64}
 
@@ -254,11 +254,27 @@ def test_pretraining_writes_weights_that_build_clip_loads(tiny_set, tmp_path):
         assert not torch.allclose(trained, start, atol=1e-3)
 
 
+def test_pretraining_the_small_architecture_records_it(tiny_set, tmp_path):
+    out = tmp_path / "small.safetensors"
+    pretrain_clip(tiny_set, out, _recipe(model=SMALL_MODEL_NAME))
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert PretrainRecipe.from_dict(record["recipe"]).model == SMALL_MODEL_NAME
+    loaded = build_clip(SMALL_MODEL_NAME, pretrained=str(out), image_size=64)
+    assert loaded.embed_dim == 128
+    with pytest.raises(ValueError, match="do not fit this CLIP architecture"):
+        build_clip(TINY_MODEL_NAME, pretrained=str(out), image_size=64)
+    # A record written before recipes named their architecture is the tiny CLIP's.
+    older = {k: v for k, v in record["recipe"].items() if k != "model"}
+    assert PretrainRecipe.from_dict(older).model == TINY_MODEL_NAME
+    with pytest.raises(ValueError, match="model='ViT-B-16'.*viewcoop-tiny"):
+        _recipe(model="ViT-B-16")
+
+
 def test_a_recipe_gives_the_same_weights_and_another_seed_other_weights(tmp_path):
     a = tmp_path / "a.safetensors"
-    make_tiny_clip_weights(a, _recipe(), tmp_path / "work")
-    make_tiny_clip_weights(tmp_path / "b.safetensors", _recipe(), tmp_path / "work")
-    make_tiny_clip_weights(tmp_path / "c.safetensors", _recipe(seed=1), tmp_path / "work")
+    make_synthetic_clip_weights(a, _recipe(), tmp_path / "work")
+    make_synthetic_clip_weights(tmp_path / "b.safetensors", _recipe(), tmp_path / "work")
+    make_synthetic_clip_weights(tmp_path / "c.safetensors", _recipe(seed=1), tmp_path / "work")
     sha = {p.stem: json.loads(p.with_suffix(".json").read_text())["sha256"] for p in [a]}
     assert sha["a"] == file_sha256(a) == file_sha256(tmp_path / "b.safetensors")
     assert file_sha256(tmp_path / "c.safetensors") != sha["a"]
@@ -268,7 +284,7 @@ def test_pretraining_refuses_a_file_it_did_not_write_and_bad_recipes(tiny_set, t
     foreign = tmp_path / "mine.safetensors"
     foreign.write_bytes(b"a user's file")
     with pytest.raises(ForeignOutputError, match="mine.safetensors"):
-        make_tiny_clip_weights(foreign, _recipe(), tmp_path / "work")
+        make_synthetic_clip_weights(foreign, _recipe(), tmp_path / "work")
     assert foreign.read_bytes() == b"a user's file"
     with pytest.raises(ValueError, match=".safetensors"):
         pretrain_clip(tiny_set, tmp_path / "w.pt", _recipe())
@@ -301,7 +317,7 @@ def test_damaged_shipped_weights_are_named(tmp_path):
     (tmp_path / real.name).unlink()
     with pytest.raises(ShippedWeightsError, match="missing"):
         shipped_weights("synthetic", TINY_MODEL_NAME, weights_dir=tmp_path)
-    with pytest.raises(ValueError, match="viewcoop-tiny"):
+    with pytest.raises(ValueError, match="ships weights for 'viewcoop-tiny'"):
         shipped_weights("synthetic", "ViT-B-16")
 
 

@@ -8,9 +8,10 @@ text tower on token *embeddings* rather than token ids, which is what prompt lea
 needs: learnable context vectors are spliced into the embedded sentence before the
 transformer.
 
-A tiny architecture (``viewcoop-tiny``) is registered on demand so that tests and the
-CPU demo can build a real open_clip CLIP with the real 49,408-token BPE vocabulary and
-77-token context in well under a second, without any download.
+Two small architectures are registered on demand so that tests, the CPU demo and the
+synthetic benchmark can build a real open_clip CLIP with the real 49,408-token BPE
+vocabulary and 77-token context in well under a second, without any download:
+``viewcoop-tiny`` and ``viewcoop-small`` (every width doubled).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from torch import Tensor, nn
 
 from viewcoop_core.models.shipped import shipped_weights
 from viewcoop_core.models.weight_files import load_weights_file, resolve_weights_file
-from viewcoop_core.vocabulary import SHIPPED_WEIGHTS, TINY_MODEL_NAME
+from viewcoop_core.vocabulary import (
+    PROJECT_MODEL_NAMES,
+    SHIPPED_WEIGHTS,
+    SMALL_MODEL_NAME,
+    TINY_MODEL_NAME,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,16 @@ TINY_MODEL_CONFIG: dict = {
         "layers": 2,
     },
 }
+SMALL_MODEL_CONFIG: dict = {
+    "embed_dim": 128,
+    "vision_cfg": {**TINY_MODEL_CONFIG["vision_cfg"], "width": 128},
+    "text_cfg": {**TINY_MODEL_CONFIG["text_cfg"], "width": 64},
+}
+PROJECT_MODEL_CONFIGS: dict[str, dict] = {
+    TINY_MODEL_NAME: TINY_MODEL_CONFIG,
+    SMALL_MODEL_NAME: SMALL_MODEL_CONFIG,
+}
+assert tuple(PROJECT_MODEL_CONFIGS) == PROJECT_MODEL_NAMES
 _TEXT_POOL_AT_EOT = ("argmax", "eos")
 
 _registry_lock = threading.Lock()
@@ -75,23 +91,25 @@ class ClipBundle:
     model_name: str
 
 
-def register_tiny_model() -> str:
-    """Register ``viewcoop-tiny`` with open_clip's model-config registry (idempotent).
+def register_project_model(name: str = TINY_MODEL_NAME) -> str:
+    """Register the project's architecture ``name`` (``viewcoop-tiny`` or
+    ``viewcoop-small``) with open_clip's model-config registry (idempotent).
 
     Uses the public ``open_clip.add_model_config``, which reads JSON files; the file lives
     in a private temporary folder removed at interpreter exit. Each process (e.g. each
     Ray worker) registers its own copy. Returns the model name.
     """
+    config = PROJECT_MODEL_CONFIGS[name]
     with _registry_lock:
-        if TINY_MODEL_NAME in open_clip.list_models():
-            return TINY_MODEL_NAME
+        if name in open_clip.list_models():
+            return name
         config_dir = Path(tempfile.mkdtemp(prefix="viewcoop-open-clip-configs-"))
         atexit.register(shutil.rmtree, config_dir, ignore_errors=True)
-        config_file = config_dir / f"{TINY_MODEL_NAME}.json"
-        config_file.write_text(json.dumps(TINY_MODEL_CONFIG, indent=2))
+        config_file = config_dir / f"{name}.json"
+        config_file.write_text(json.dumps(config, indent=2))
         open_clip.add_model_config(config_file)
-        logger.debug("registered open_clip model config %s from %s", TINY_MODEL_NAME, config_file)
-    return TINY_MODEL_NAME
+        logger.debug("registered open_clip model config %s from %s", name, config_file)
+    return name
 
 
 def build_clip(
@@ -105,7 +123,8 @@ def build_clip(
     Args:
         model_name: an open_clip architecture name (``ViT-B-16``; use
             ``ViT-B-16-quickgelu`` with OpenAI's weights, which were trained with
-            QuickGELU) or ``viewcoop-tiny`` (registered here, for tests and the CPU demo).
+            QuickGELU) or ``viewcoop-tiny`` / ``viewcoop-small`` (registered here, for
+            tests, the CPU demo and the synthetic benchmark).
         pretrained: ``None`` for random init; a local weights file (``.pt``/``.pth``/
             ``.bin`` read with ``torch.load(weights_only=True)``, or ``.safetensors``)
             holding a CLIP state dict, possibly nested under ``"state_dict"`` or
@@ -116,7 +135,7 @@ def build_clip(
             embedding resized to this model's patch grid (bicubic, open_clip's helper).
         image_size: square vision input side in pixels (must be a multiple of the
             patch size); ``None`` keeps the architecture's default (224 for ViT-B-16,
-            128 for ``viewcoop-tiny``).
+            128 for the project's architectures).
         device: where the model is placed.
 
     Raises:
@@ -125,12 +144,13 @@ def build_clip(
         FileNotFoundError: ``pretrained`` names a weights file that does not exist.
         RuntimeError: open_clip could not obtain the weights of a pretrained tag.
     """
-    if model_name == TINY_MODEL_NAME:
-        register_tiny_model()
+    if model_name in PROJECT_MODEL_CONFIGS:
+        register_project_model(model_name)
     config = open_clip.get_model_config(model_name)
     if config is None:
         raise ValueError(
-            f"unknown CLIP architecture model_name={model_name!r}; use {TINY_MODEL_NAME!r} "
+            f"unknown CLIP architecture model_name={model_name!r}; use the project's "
+            f"{', '.join(map(repr, PROJECT_MODEL_NAMES))} "
             f"or one of open_clip's: {', '.join(open_clip.list_models())}"
         )
     patch_size = config["vision_cfg"].get("patch_size")

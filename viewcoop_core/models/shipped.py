@@ -43,12 +43,13 @@ def shipped_weights(tag: str, model_name: str, weights_dir: Path = WEIGHTS_DIR) 
     Raises ``ShippedWeightsError`` naming the file when it is missing, has no record,
     or its SHA-256 differs from the record's; ``ValueError`` for a tag of another model.
     """
-    architecture, name = SHIPPED_WEIGHTS[tag]
-    if model_name != architecture:
+    files = SHIPPED_WEIGHTS[tag]
+    if model_name not in files:
         raise ValueError(
-            f"pretrained={tag!r} are weights for {architecture!r}, not model.name={model_name!r}"
+            f"pretrained={tag!r} ships weights for {' and '.join(map(repr, files))}, "
+            f"not model.name={model_name!r}"
         )
-    path = weights_dir / name
+    path = weights_dir / files[model_name]
     record = record_path(path)
     if not path.is_file() or not record.is_file():
         raise ShippedWeightsError(

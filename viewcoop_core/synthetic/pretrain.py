@@ -37,7 +37,6 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from viewcoop_core.models.clip import (
-    TINY_MODEL_NAME,
     ClipBundle,
     build_clip,
     encode_text_embeddings,
@@ -168,7 +167,7 @@ def pretrain_clip(
     recipe: PretrainRecipe,
     device: str = "cpu",
 ) -> PretrainSummary:
-    """Train a randomly initialised ``viewcoop-tiny`` contrastively on a captioned
+    """Train a randomly initialised ``recipe.model`` contrastively on a captioned
     synthetic set for ``recipe.steps`` steps, and save it to ``out_path`` (.safetensors).
 
     Seeding uses a forked torch RNG: the caller's global state is untouched.
@@ -184,7 +183,7 @@ def pretrain_clip(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         bundle = build_clip(
-            TINY_MODEL_NAME, pretrained=None, image_size=recipe.image_size, device=device
+            recipe.model, pretrained=None, image_size=recipe.image_size, device=device
         )
         summary = _train(bundle, pairs, out_path, recipe, device)
     return summary

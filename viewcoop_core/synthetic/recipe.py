@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viewcoop_core.synthetic.spec import PRETRAIN_SPEC, SyntheticSpec
+from viewcoop_core.vocabulary import PROJECT_MODEL_NAMES, TINY_MODEL_NAME
 
 
 @dataclass(frozen=True)
 class PretrainRecipe:
-    """Contrastive image-caption pretraining of ``viewcoop-tiny`` on ``spec``'s images.
+    """Contrastive image-caption pretraining of the project's architecture ``model``
+    (``viewcoop-tiny`` or ``viewcoop-small``) from random init on ``spec``'s images.
 
     Bounded by ``steps`` (never by wall-clock time), batches of ``batch_size`` images,
     AdamW at ``lr`` with warmup and cosine decay, ``weight_decay`` on matrices only; each
@@ -29,8 +31,14 @@ class PretrainRecipe:
     weight_decay: float = 0.05
     view_caption_p: float = 0.25
     seed: int = 0
+    model: str = TINY_MODEL_NAME
 
     def __post_init__(self) -> None:
+        if self.model not in PROJECT_MODEL_NAMES:
+            raise ValueError(
+                f"model={self.model!r} must be one of the project's architectures "
+                f"{', '.join(PROJECT_MODEL_NAMES)}"
+            )
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError(
                 f"steps={self.steps} must be >= 1 and batch_size={self.batch_size} >= 2"

@@ -1,10 +1,10 @@
-"""Making the tiny CLIP's shipped weights: draw the recipe's synthetic set, pretrain, and
-write the weights with a JSON record of the recipe, the summary and the checksum.
+"""Making the shipped synthetic CLIP weights: draw the recipe's synthetic set, pretrain,
+and write the weights with a JSON record of the recipe, the summary and the checksum.
 
-The project ships the result as ``viewcoop_core/models/weights/
-viewcoop-tiny-synthetic.safetensors`` (``build_clip("viewcoop-tiny",
+The project ships the results in ``viewcoop_core/models/weights/`` (e.g.
+``viewcoop-tiny-synthetic.safetensors``; ``build_clip("viewcoop-tiny",
 pretrained="synthetic")`` loads it and checks the checksum); ``viewcoop pretrain-tiny``
-remakes it.
+(``--model`` for the other architecture) remakes them.
 """
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ def _check_replaceable(out_path: Path) -> None:
         )
 
 
-def make_tiny_clip_weights(
+def make_synthetic_clip_weights(
     out_path: str | os.PathLike,
     recipe: PretrainRecipe,
     work_dir: str | os.PathLike,
     device: str = "cpu",
 ) -> pretrain.PretrainSummary:
     """Draw ``recipe.spec`` under ``work_dir`` (a folder the project owns), pretrain
-    ``viewcoop-tiny`` with ``recipe`` and write ``out_path`` (.safetensors) and its JSON
+    ``recipe.model`` with ``recipe`` and write ``out_path`` (.safetensors) and its JSON
     record (recipe, summary, sha256 of the weights)."""
     out_path = Path(out_path).expanduser()
     _check_replaceable(out_path)
