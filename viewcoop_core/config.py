@@ -48,9 +48,10 @@ from viewcoop_core.vocabulary import (
 @dataclass
 class ModelConfig:
     """open_clip backbone. ``pretrained``: None (random init), an open_clip tag, a local
-    weights file, or ``synthetic``: the tiny CLIP's weights shipped with the project,
-    pretrained on captioned synthetic vehicles of other identities than any re-id set
-    (``viewcoop pretrain-tiny`` remakes them; no real CLIP weights on a CPU demo).
+    weights file, or ``synthetic``: the weights shipped with the project for
+    ``viewcoop-tiny`` and ``viewcoop-small``, pretrained on captioned synthetic vehicles of
+    other identities than any re-id set (``viewcoop pretrain-tiny [--model]`` remakes
+    them; no real CLIP weights on a CPU demo).
     """
 
     name: str = "ViT-B-16"

@@ -211,7 +211,10 @@ SMALL_MODEL_NAME = "viewcoop-small"
 PROJECT_MODEL_NAMES: tuple[str, ...] = (TINY_MODEL_NAME, SMALL_MODEL_NAME)
 """The architectures the project registers with open_clip (``models/clip.py``)."""
 SHIPPED_WEIGHTS: dict[str, dict[str, str]] = {
-    "synthetic": {TINY_MODEL_NAME: "viewcoop-tiny-synthetic.safetensors"},
+    "synthetic": {
+        TINY_MODEL_NAME: "viewcoop-tiny-synthetic.safetensors",
+        SMALL_MODEL_NAME: "viewcoop-small-synthetic.safetensors",
+    },
 }
 """``model.pretrained`` tags for weights shipped in ``viewcoop_core/models/weights/``:
 tag -> {architecture: file name}."""

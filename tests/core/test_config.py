@@ -106,8 +106,9 @@ def test_bad_values_name_the_field(override, field):
 def test_shipped_weights_are_refused_for_an_architecture_they_are_not_for():
     with pytest.raises(ConfigError, match=r"model\.name.*'viewcoop-tiny'.*pretrained='synthetic'"):
         load_config(overrides=["model.pretrained=synthetic"])  # model.name ViT-B-16
-    cfg = load_config(overrides=["model.pretrained=synthetic", "model.name=viewcoop-tiny"])
-    assert cfg.model.name == "viewcoop-tiny"
+    for name in ("viewcoop-tiny", "viewcoop-small"):
+        cfg = load_config(overrides=["model.pretrained=synthetic", f"model.name={name}"])
+        assert cfg.model.name == name
 
 
 def test_tau_and_patch_size_forms():

@@ -296,14 +296,16 @@ def test_pretraining_refuses_a_file_it_did_not_write_and_bad_recipes(tiny_set, t
         _recipe(steps=0)
 
 
-def test_shipped_weights_load_and_match_their_checksum():
-    path = shipped_weights("synthetic", TINY_MODEL_NAME)
+@pytest.mark.parametrize("architecture", [TINY_MODEL_NAME, SMALL_MODEL_NAME])
+def test_shipped_weights_load_and_match_their_checksum(architecture):
+    path = shipped_weights("synthetic", architecture)
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sha256"] == file_sha256(path)
     recipe = PretrainRecipe.from_dict(record["recipe"])
-    assert recipe == PretrainRecipe()  # the defaults of `viewcoop pretrain-tiny` remake it
-    bundle = build_clip(TINY_MODEL_NAME, pretrained="synthetic", image_size=128)
-    plain = build_clip(TINY_MODEL_NAME, pretrained=str(path), image_size=128)
+    # `viewcoop pretrain-tiny --model <architecture>` with its defaults remakes them.
+    assert recipe == PretrainRecipe(model=architecture)
+    bundle = build_clip(architecture, pretrained="synthetic", image_size=128)
+    plain = build_clip(architecture, pretrained=str(path), image_size=128)
     for a, b in zip(_outputs(bundle, 128), _outputs(plain, 128)):
         torch.testing.assert_close(a, b)
 
