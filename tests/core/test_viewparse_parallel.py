@@ -9,7 +9,11 @@ import torch
 
 from viewcoop_core.viewparse.spec import ParserSpec, TrainSettings
 from viewcoop_core.viewparse.train import fit_parser
-from viewcoop_core.viewparse.train_parallel import rank_generator, share_size
+from viewcoop_core.viewparse.train_parallel import (
+    finished_despite_a_crash,
+    rank_generator,
+    share_size,
+)
 
 SPEC = ParserSpec(input_size=32, base_channels=4, depth=1)
 
@@ -165,3 +169,36 @@ def test_ctrl_c_stops_every_process_and_leaves_no_checkpoint_or_temporary(tmp_pa
     assert survivors == []
     assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
     assert not list(temporary.glob("viewcoop-parser-*"))
+
+
+def test_a_process_that_dies_after_the_last_barrier_leaves_a_finished_run(tmp_path):
+    # CI once saw a gloo child abort while shutting down after training had finished; the
+    # run counts as finished only when every process passed the barrier and rank 0's
+    # weights are on disk.
+    assert not finished_despite_a_crash(tmp_path, 2)
+    (tmp_path / "rank0_state.pt").write_bytes(b"weights")
+    (tmp_path / "rank0.finished").touch()
+    assert not finished_despite_a_crash(tmp_path, 2)  # rank 1 may have died mid-training
+    (tmp_path / "rank1.finished").touch()
+    assert finished_despite_a_crash(tmp_path, 2)
+    (tmp_path / "rank0_state.pt").unlink()
+    assert not finished_despite_a_crash(tmp_path, 2)
+
+
+def test_the_join_forgives_a_shutdown_crash_only_after_the_run_finished(tmp_path, caplog):
+    import torch.multiprocessing as torch_mp
+
+    from viewcoop_core.viewparse.train_parallel import _joined
+
+    class DiedWithSigabrt:
+        def join(self, timeout):
+            raise torch_mp.ProcessExitedException(
+                "process 1 terminated with signal SIGABRT", 1, 7, -6, "SIGABRT"
+            )
+
+    with pytest.raises(torch_mp.ProcessExitedException):
+        _joined(DiedWithSigabrt(), str(tmp_path), 2)
+    for name in ("rank0_state.pt", "rank0.finished", "rank1.finished"):
+        (tmp_path / name).touch()
+    assert _joined(DiedWithSigabrt(), str(tmp_path), 2)
+    assert "process 1 died while shutting down after the run finished" in caplog.text

@@ -18,8 +18,11 @@ the same weights to the bit (tested).
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
+import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from viewcoop_core.viewparse.train import ProgressFn, check_training_arrays, run
 logger = logging.getLogger(__name__)
 
 _RESULT = "rank0_state.pt"
+_FINISHED = "rank{}.finished"
 
 MIN_SHARE = 8
 """Pairs per process per step that ``auto`` keeps: BatchNorm takes its statistics over a
@@ -144,8 +148,48 @@ def _worker(
                 Path(folder) / _RESULT,
             )
         dist.barrier()
+        # Past the barrier every process has taken every step and rank 0's weights are on
+        # disk: the work is complete whatever happens while the process shuts down.
+        (Path(folder) / _FINISHED.format(rank)).touch()
+        # DDP's reducer holds the process group: free it first, so that the group's gloo
+        # threads are joined by destroy_process_group, not left to interpreter shutdown.
+        del model
+        gc.collect()
     finally:
         dist.destroy_process_group()
+    # Leave without interpreter finalisation, as multiprocessing's fork start does: a
+    # gloo child killed itself with "terminate called without an active exception" while
+    # shutting down after a finished run (CI, once in ~800 runs), and nothing is left to
+    # tear down that the operating system does not free.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def finished_despite_a_crash(folder: str | Path, processes: int) -> bool:
+    """Whether a run whose process died still finished: every process passed the last
+    barrier (its marker is there) and rank 0's weights were written before it."""
+    folder = Path(folder)
+    markers = all((folder / _FINISHED.format(rank)).exists() for rank in range(processes))
+    return markers and (folder / _RESULT).exists()
+
+
+def _joined(context: torch_mp.ProcessContext, folder: str, processes: int) -> bool:
+    """``context.join`` for half a second; a process that died after the run finished
+    (``finished_despite_a_crash``) is logged, not raised."""
+    try:
+        return context.join(timeout=0.5)
+    except torch_mp.ProcessExitedException as error:
+        if not finished_despite_a_crash(folder, processes):
+            raise
+        logger.warning(
+            "parser training process %d died while shutting down after the run finished "
+            "(%s); its work was complete and rank 0's weights are used",
+            error.error_index,
+            error,
+        )
+        return True
 
 
 def fit_parser_parallel(
@@ -201,7 +245,7 @@ def fit_parser_parallel(
             start_method="spawn",
         )
         reported = logged = 0
-        while not context.join(timeout=0.5):
+        while not _joined(context, folder, processes):
             done = steps_done.value
             if progress is not None and done > reported:
                 progress(done, float("nan"))
