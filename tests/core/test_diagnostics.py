@@ -69,6 +69,10 @@ def test_variance_shares_sum_to_one_and_coop_ignores_views_and_order():
     assert shares["txt_var_view"] > 0 and shares["txt_var_order"] > 0
 
     coop, _ = build("coop")
+    # Before the first clustering every image has the same prompt: no shares, not thirds
+    # of float32 rounding.
+    unclustered = PromptInputs(prompts.view_percent, None, prompts.clause_order)
+    assert set(text_variance_shares(coop, images, unclustered).values()) == {0.0}
     coop.prompt_learner.on_clusters_changed(4)
     prompts.cluster_ids = torch.tensor([0, 1, 2, 3, 0, 1, 2, -1])
     shares = text_variance_shares(coop, images, prompts)

@@ -56,6 +56,11 @@ def _spread(features: Tensor) -> float:
     return float(((features - features.mean(0)) ** 2).sum(1).mean())
 
 
+_NO_VARIANCE = 1e-9
+"""Total variance of unit-norm text features below which they are taken not to vary
+(float32 rounding of identical features is ~1e-12)."""
+
+
 @torch.no_grad()
 def text_variance_shares(
     model: ViewCoOpModel, images: Tensor, prompts: PromptInputs, reference: int = 0
@@ -64,7 +69,8 @@ def text_variance_shares(
     order, on ``images`` [n, 3, H, W] with ``prompts`` rows 0..n-1.
 
     Each factor is varied alone over the n samples while the other two keep sample
-    ``reference``'s values; the three spreads are normalised to sum to 1. Pseudo-identity
+    ``reference``'s values; the three spreads are normalised to sum to 1 (all three 0 when
+    the text features do not vary at all). Pseudo-identity
     cluster ids (coop, uncoop) travel with the image: they are its identity input.
     """
     was_training = model.training
@@ -88,9 +94,10 @@ def text_variance_shares(
     }
     model.train(was_training)
     total = sum(spreads.values())
-    return {
-        f"txt_var_{name}": value / total if total > 0 else 0.0 for name, value in spreads.items()
-    }
+    # Text features that do not vary (CoOp before its first clustering: one prompt for
+    # every image) leave only float32 rounding, which would split into arbitrary shares.
+    varies = total > _NO_VARIANCE
+    return {f"txt_var_{name}": value / total if varies else 0.0 for name, value in spreads.items()}
 
 
 def loss_gradient_norms(
