@@ -3,7 +3,7 @@
 A YAML file may hold, beside the config fields, ``profiles: {name: {dotted.key: value}}``
 (e.g. a ``smoke`` profile that shrinks a GPU config to a CPU run; a profile given as a
 string names a YAML file of such keys, relative to the config, that several configs
-share) and ``sweep:`` (grid axes, read by ``orchestrator.sweep``). Precedence: dataclass
+share, and which may start from another such file with ``extends: other.yaml``) and ``sweep:`` (grid axes, read by ``orchestrator.sweep``). Precedence: dataclass
 defaults < file < profile < command-line overrides. The resolved config is saved with
 every run.
 """
@@ -73,11 +73,30 @@ def load_config(
     return ExperimentConfig.from_dict(tree)
 
 
+EXTENDS_KEY = "extends"
+
+
 def profile_values(config_path: str | Path, profile: dict[str, Any] | str | None) -> dict:
     """A profile's dotted overrides: inline, or read from a file next to the config."""
     if isinstance(profile, str):
-        profile = read_yaml(Path(config_path).parent / profile)
+        return profile_file_values(Path(config_path).parent / profile)
     return profile or {}
+
+
+def profile_file_values(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A profile file's dotted overrides. ``extends: other.yaml`` (relative to the file)
+    starts from another profile file, whose keys this file's own override."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"profile files extend each other in a loop: {chain}")
+    values = read_yaml(path)
+    base = values.pop(EXTENDS_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: {EXTENDS_KEY} must name one profile file, got {base!r}")
+    return {**profile_file_values(path.parent / base, (*seen, path)), **values}
 
 
 def save_resolved(config: ExperimentConfig, path: str | Path) -> Path:

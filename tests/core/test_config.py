@@ -84,6 +84,42 @@ def test_profile_from_a_shared_file_beside_the_config(tmp_path):
         load_config(path, profile="cpu")
 
 
+def test_a_profile_file_extends_another_and_a_loop_is_refused(tmp_path):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "base.yaml").write_text(yaml.safe_dump({"train.epochs": 3, "train.iters": 7}))
+    (profiles / "wide.yaml").write_text(
+        yaml.safe_dump({"extends": "base.yaml", "train.iters": 21, "cluster.k1": 30})
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"profiles": {"wide": "profiles/wide.yaml"}}))
+    cfg = load_config(path, profile="wide")
+    assert (cfg.train.epochs, cfg.train.iters, cfg.cluster.k1) == (3, 21, 30)
+    (profiles / "base.yaml").write_text(yaml.safe_dump({"extends": "wide.yaml"}))
+    with pytest.raises(ConfigError, match="extend each other in a loop: .*wide.yaml"):
+        load_config(path, profile="wide")
+    (profiles / "wide.yaml").write_text(yaml.safe_dump({"extends": ["a.yaml", "b.yaml"]}))
+    with pytest.raises(ConfigError, match="extends must name one profile file"):
+        load_config(path, profile="wide")
+
+
+def test_the_bench_small_profile_is_the_bench_profile_on_the_wider_clip():
+    for table in ("table1_modules", "table2_prompts", "table3_tau", "table4_patch"):
+        bench = load_config(REPO / f"experiments/{table}.yaml", profile="bench")
+        small = load_config(REPO / f"experiments/{table}.yaml", profile="bench-small")
+        assert (small.model.name, small.train.iters, small.cluster.k1) == (
+            "viewcoop-small",
+            150,
+            30,
+        )
+        changed = {
+            key
+            for key, value in flatten(small.to_dict()).items()
+            if flatten(bench.to_dict())[key] != value
+        }
+        assert changed == {"model.name", "train.iters", "cluster.k1"}
+
+
 @pytest.mark.parametrize(
     "override, field",
     [
