@@ -159,7 +159,7 @@ def _worker(
         dist.destroy_process_group()
     # Leave without interpreter finalisation, as multiprocessing's fork start does: a
     # gloo child killed itself with "terminate called without an active exception" while
-    # shutting down after a finished run (CI, once in ~800 runs), and nothing is left to
+    # shutting down after a finished run (seen once, in CI), and nothing is left to
     # tear down that the operating system does not free.
     logging.shutdown()
     sys.stdout.flush()
