@@ -3,8 +3,9 @@
 A YAML file may hold, beside the config fields, ``profiles: {name: {dotted.key: value}}``
 (e.g. a ``smoke`` profile that shrinks a GPU config to a CPU run; a profile given as a
 string names a YAML file of such keys, relative to the config, that several configs
-share, and which may start from another such file with ``extends: other.yaml``) and ``sweep:`` (grid axes, read by ``orchestrator.sweep``). Precedence: dataclass
-defaults < file < profile < command-line overrides. The resolved config is saved with
+share, and which may start from another such file with ``extends: other.yaml``) and
+``sweep:`` (grid axes, read by ``orchestrator.sweep``). Precedence: dataclass defaults <
+file < profile < command-line overrides. The resolved config is saved with
 every run.
 """
 

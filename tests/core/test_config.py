@@ -112,11 +112,8 @@ def test_the_bench_small_profile_is_the_bench_profile_on_the_wider_clip():
             150,
             30,
         )
-        changed = {
-            key
-            for key, value in flatten(small.to_dict()).items()
-            if flatten(bench.to_dict())[key] != value
-        }
+        before = flatten(bench.to_dict())
+        changed = {k for k, value in flatten(small.to_dict()).items() if before[k] != value}
         assert changed == {"model.name", "train.iters", "cluster.k1"}
 
 

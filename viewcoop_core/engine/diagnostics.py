@@ -70,8 +70,8 @@ def text_variance_shares(
 
     Each factor is varied alone over the n samples while the other two keep sample
     ``reference``'s values; the three spreads are normalised to sum to 1 (all three 0 when
-    the text features do not vary at all). Pseudo-identity
-    cluster ids (coop, uncoop) travel with the image: they are its identity input.
+    the text features do not vary at all). Pseudo-identity cluster ids (coop, uncoop)
+    travel with the image: they are its identity input.
     """
     was_training = model.training
     model.eval()
