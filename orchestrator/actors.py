@@ -63,6 +63,13 @@ def start_clustering_actor(
         max_restarts=2,
         max_task_retries=0,
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-    ).remote(num_samples, cfg.cluster, cfg.graph, true_ids=true_ids, camids=camids)
+    ).remote(
+        num_samples,
+        cfg.cluster,
+        cfg.graph,
+        true_ids=true_ids,
+        camids=camids,
+        keep_image_features=cfg.loss.graph_over_all,
+    )
     logger.info("clustering actor %s (%s GPU)", actor_name(run_name), num_gpus)
     return handle

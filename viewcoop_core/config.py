@@ -33,6 +33,8 @@ from viewcoop_core.vocabulary import (
     CM_POSITIVES,
     DBSCAN_BACKEND_CHOICES,
     DICTIONARY_BACKEND_CHOICES,
+    GRAPH_SCOPES,
+    GRAPH_WEIGHTINGS,
     JACCARD_NEIGHBOURHOODS,
     LOSS_TERMS,
     PATCH_READINGS,
@@ -234,6 +236,10 @@ class LossConfig:
     (``image_clusters``, as CLIP-ReID's text prototypes of image identities).
     ``camera_proxies``: the weight of an intra-camera proxy contrast added to L_v
     (``losses/camera_proxies.py``; 0 = off, the paper).
+    ``graph_scope``: L_g's partners, the batch (``batch``) or all N training images
+    through an instance memory of their image features (``all``, Eq. 6's sum over the
+    data); ``graph_weighting``: its mean over pairs (``pairs``, Eq. 6 up to a constant)
+    or over positives and negatives apart (``sets``); ``terms.graph_constraint_loss``.
     """
 
     terms: list[str] | str = "full"
@@ -245,9 +251,23 @@ class LossConfig:
     cm_positives: str = "pair"
     text_targets: str = "text_clusters"
     camera_proxies: float = 0.0
+    graph_scope: str = "batch"
+    graph_weighting: str = "pairs"
 
     def __post_init__(self) -> None:
         self.terms = list(resolve_loss_terms(self.terms))
+        _require(
+            self.graph_scope in GRAPH_SCOPES,
+            "loss.graph_scope",
+            self.graph_scope,
+            f"one of {GRAPH_SCOPES}",
+        )
+        _require(
+            self.graph_weighting in GRAPH_WEIGHTINGS,
+            "loss.graph_weighting",
+            self.graph_weighting,
+            f"one of {GRAPH_WEIGHTINGS}",
+        )
         _require(self.temperature > 0, "loss.temperature", self.temperature, "a number > 0")
         _require(0 <= self.momentum <= 1, "loss.momentum", self.momentum, "a number in [0, 1]")
         _require(self.margin >= 0, "loss.margin", self.margin, "a number >= 0")
@@ -268,6 +288,12 @@ class LossConfig:
             self.text_targets,
             f"one of {TEXT_TARGETS}",
         )
+
+    @property
+    def graph_over_all(self) -> bool:
+        """Whether L_g is active and evaluated against all N training images, which
+        needs every epoch's image features on the trainers (an instance memory)."""
+        return "g" in self.terms and self.graph_scope == "all"
 
 
 def resolve_loss_terms(value: Any) -> tuple[str, ...]:

@@ -179,6 +179,10 @@ CM_FORMS: tuple[str, ...] = ("eq8", "clip")
 CM_POSITIVES: tuple[str, ...] = ("pair", "image_cluster")
 TEXT_TARGETS: tuple[str, ...] = ("text_clusters", "image_clusters")
 """What L_t trains text features toward: text clusters (Eq. 7) or image clusters."""
+GRAPH_SCOPES: tuple[str, ...] = ("batch", "all")
+"""L_g's partners: the batch, or all N training images (an instance memory; Eq. 6)."""
+GRAPH_WEIGHTINGS: tuple[str, ...] = ("pairs", "sets")
+"""L_g's average: over pairs (Eq. 6 up to a constant), or positives and negatives apart."""
 
 
 def needs_text(terms: Iterable[str]) -> bool:

@@ -35,6 +35,8 @@ class ClusteringService:
         true_ids: int[N] ground-truth identities when known (synthetic), for label quality.
         camids: int[N] camera of each training image (camera-aware normalisation).
         device: where Jaccard runs; "auto" = CUDA when visible to this process.
+        keep_image_features: send the image features back with the labels (L_g against
+            all N training images, ``LossConfig.graph_over_all``).
     """
 
     def __init__(
@@ -45,9 +47,17 @@ class ClusteringService:
         true_ids: np.ndarray | None = None,
         camids: np.ndarray | None = None,
         device: str = "auto",
+        keep_image_features: bool = False,
     ) -> None:
         self.num_samples = num_samples
-        self.step = ClusteringStep(cluster, graph, true_ids=true_ids, camids=camids, device=device)
+        self.step = ClusteringStep(
+            cluster,
+            graph,
+            true_ids=true_ids,
+            camids=camids,
+            device=device,
+            keep_image_features=keep_image_features,
+        )
         self._shards: dict[int, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         logger.info("clustering service on %s for N=%d", self.step.device, num_samples)
 

@@ -231,6 +231,8 @@ def test_core_never_imports_ray():
         ("loss.temperature=0", "loss.temperature"),
         ("loss.momentum=1.5", "loss.momentum"),
         ("loss.margin=-0.3", "loss.margin"),
+        ("loss.graph_scope=everything", "loss.graph_scope"),
+        ("loss.graph_weighting=nodes", "loss.graph_weighting"),
         ("tracking.experiment=''", "tracking.experiment"),
         ("name=a/b", "name"),
     ],

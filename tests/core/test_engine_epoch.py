@@ -13,7 +13,13 @@ from viewcoop_core.config import ClusterConfig, GraphConfig, OptimConfig
 from viewcoop_core.engine.clustering_step import ClusteringStep
 from viewcoop_core.engine.epoch import text_has_identity
 from viewcoop_core.engine.local_loop import train_locally
-from viewcoop_core.engine.train import apply_learning_rates, epoch_learning_rates, nonfinite_terms
+from viewcoop_core.engine.train import (
+    EpochLabels,
+    apply_learning_rates,
+    epoch_learning_rates,
+    graph_positives,
+    nonfinite_terms,
+)
 from viewcoop_core.models.clip import TINY_MODEL_NAME, build_clip
 from viewcoop_core.models.prompts import build_prompt_learner
 
@@ -106,3 +112,53 @@ def test_the_local_loop_trains_the_smoke_config_with_diagnostics(tmp_path):
         assert 0 <= row["mAP"] <= 1
     trained = [row for row in rows if row.get("skipped_training") == 0.0]
     assert trained and all("grad_text_L_t" in row for row in trained)
+
+
+@pytest.mark.parametrize("tau", [(1, 2), (2,), (0,)])
+def test_graph_positives_against_all_samples_match_a_loop(tau):
+    y_img = torch.tensor([0, 0, 1, 1, 2, -1, 2, 0, -1, 1])
+    y_txt = torch.tensor([3, 0, 0, 1, 1, 1, -1, 3, -1, 2])
+    labels = EpochLabels(y_img, y_txt)
+    index = torch.tensor([7, 2, 5, 8])
+
+    def same(y, a, b):
+        return int(y[a] >= 0 and y[a] == y[b])
+
+    expected = [
+        [b != a and same(y_img, a, b) + same(y_txt, a, b) in tau for b in range(len(y_img))]
+        for a in index.tolist()
+    ]
+    got = graph_positives(labels, index, tau, over_all=True, device=torch.device("cpu"))
+    assert got.tolist() == expected
+    in_batch = graph_positives(labels, index, tau, over_all=False, device=torch.device("cpu"))
+    assert in_batch.tolist() == [[row[b] for b in index.tolist()] for row in expected]
+
+
+def test_the_local_loop_trains_with_the_graph_against_all_samples(tmp_path):
+    from orchestrator.train import absolute_paths, ensure_dataset
+
+    cfg = absolute_paths(
+        load_config(
+            REPO / "experiments" / "smoke.yaml",
+            [
+                f"data.root={tmp_path / 'data'}",
+                "train.epochs=1",
+                "loss.graph_scope=all",
+                "loss.graph_weighting=sets",
+            ],
+        )
+    )
+    ensure_dataset(cfg)
+    rows = train_locally(cfg)
+    assert rows[1]["skipped_training"] == 0.0
+    # With "sets" each anchor's term is a mean of (1 - cos) plus one of (1 + cos): in [0, 4].
+    assert 0 < rows[1]["L_g"] < 4
+
+
+def test_the_clustering_step_returns_image_features_only_when_asked():
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(24, 8)).astype(np.float32)
+    cluster = ClusterConfig(eps=0.6, min_samples=2, k1=4, k2=2, backend="sklearn")
+    assert ClusteringStep(cluster, GraphConfig()).run(1, img, img).img_features is None
+    kept = ClusteringStep(cluster, GraphConfig(), keep_image_features=True).run(1, img, img)
+    assert np.array_equal(kept.img_features, img)

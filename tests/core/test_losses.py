@@ -202,6 +202,89 @@ def test_graph_constraint_loss_matches_loop():
     assert graph_constraint_loss(feats, positive).item() == pytest.approx(expected, abs=ATOL)
 
 
+def _graph_loop(anchors, partners, positive, self_index, weighting):
+    """Eq. 6 by hand: per anchor, its (1 - cos) over neighbours and (1 + cos) over the rest."""
+    pair_terms, per_anchor = [], []
+    for j in range(anchors.shape[0]):
+        pulled, pushed = [], []
+        for k in range(partners.shape[0]):
+            if k == self_index[j]:
+                continue
+            s = _cos(anchors[j], partners[k])
+            (pulled if positive[j, k] else pushed).append((1 - s) if positive[j, k] else (1 + s))
+        pair_terms += pulled + pushed
+        mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+        per_anchor.append(mean(pulled) + mean(pushed))
+    if weighting == "pairs":
+        return sum(pair_terms) / len(pair_terms)
+    return sum(per_anchor) / len(per_anchor)
+
+
+@pytest.mark.parametrize("weighting", ["pairs", "sets"])
+def test_graph_constraint_loss_against_all_partners_matches_loop(weighting):
+    n = 13
+    feats = torch.randn(B, D, generator=_gen(21), dtype=torch.float64)
+    partners = torch.randn(n, D, generator=_gen(22), dtype=torch.float64)
+    positive = torch.rand(B, n, generator=_gen(23)) < 0.3
+    self_index = torch.tensor([3, 0, 12, -1, 5, 7, 1, 9])  # anchor 3 has no row of its own
+    expected = _graph_loop(feats, partners, positive, self_index.tolist(), weighting)
+    got = graph_constraint_loss(
+        feats, positive, partners=partners, self_index=self_index, weighting=weighting
+    )
+    assert got.item() == pytest.approx(expected, abs=ATOL)
+    # In-batch is the special case partners = the batch, self = the diagonal.
+    square = torch.rand(B, B, generator=_gen(24)) < 0.4
+    diagonal = list(range(B))
+    assert graph_constraint_loss(feats, square, weighting=weighting).item() == pytest.approx(
+        _graph_loop(feats, feats, square, diagonal, weighting), abs=ATOL
+    )
+
+
+def test_graph_constraint_loss_against_partners_differentiates_the_anchors_only():
+    feats = torch.randn(B, D, generator=_gen(25), dtype=torch.float64, requires_grad=True)
+    partners = torch.randn(6, D, generator=_gen(26), dtype=torch.float64, requires_grad=True)
+    positive = torch.rand(B, 6, generator=_gen(27)) < 0.5
+    index = torch.full((B,), -1)
+    graph_constraint_loss(feats, positive, partners=partners, self_index=index).backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+    assert partners.grad is None
+    with pytest.raises(ValueError, match="self_index"):
+        graph_constraint_loss(feats, positive, partners=partners)
+    with pytest.raises(ValueError, match=r"bool \[8, 6\]"):
+        graph_constraint_loss(feats, positive[:, :5], partners=partners, self_index=index)
+    with pytest.raises(ValueError, match="weighting"):
+        graph_constraint_loss(feats, positive, partners=partners, self_index=index, weighting="x")
+
+
+def test_viewcoop_loss_graph_over_all_reads_and_updates_the_instance_memory():
+    n = 10
+    memory_rows = _unit(n, seed=28).float()
+    loss_fn = ViewCoOpLoss(D, LossConfig(terms=["v", "g"], graph_scope="all"))
+    assert loss_fn.graph_over_all
+    loss_fn.reset(_unit(3, seed=29).float())
+    img = _unit(4, seed=30).float()
+    y_img = torch.tensor([0, 0, 1, 2])
+    positive = torch.rand(4, n, generator=_gen(31)) < 0.5
+    index = torch.tensor([2, 5, 7, 9])
+    with pytest.raises(ValueError, match="reset_instances"):
+        loss_fn(img, None, y_img, None, positive, batch_index=index)
+    loss_fn.reset_instances(3.0 * memory_rows)  # normalised on the way in
+    with pytest.raises(ValueError, match="batch_index"):
+        loss_fn(img, None, y_img, None, positive)
+    out = loss_fn(img, None, y_img, None, positive, batch_index=index)
+    expected = _graph_loop(img.double(), memory_rows.double(), positive, index.tolist(), "pairs")
+    assert out["L_g"].item() == pytest.approx(expected, abs=1e-5)
+    # The batch's rows moved toward the batch features (momentum 0.2); the others stayed.
+    updated = loss_fn.instance_memory.memory
+    moved = F.normalize(0.2 * memory_rows[index] + 0.8 * img, dim=1)
+    assert torch.allclose(updated[index], moved, atol=1e-6)
+    untouched = torch.tensor([i for i in range(n) if i not in index.tolist()])
+    assert torch.allclose(updated[untouched], memory_rows[untouched], atol=1e-6)
+    # Off by default: the batch is the scope and no memory is needed.
+    assert not ViewCoOpLoss(D, LossConfig(terms=["v", "g"])).graph_over_all
+    assert not ViewCoOpLoss(D, LossConfig(terms=["v"], graph_scope="all")).graph_over_all
+
+
 def test_cross_modal_loss_matches_loop():
     img = torch.randn(B, D, generator=_gen(13), dtype=torch.float64)
     txt = torch.randn(B, D, generator=_gen(14), dtype=torch.float64)

@@ -93,3 +93,15 @@ def test_same_run_name_resumes_at_the_next_epoch(trained):
     assert [m.value for m in client.get_metric_history(resumed.mlflow_run_id, "epoch")] == [1, 2, 3]
     assert client.get_run(resumed.mlflow_run_id).info.status == "FINISHED"
     assert (resumed.run_dir / "pseudo_labels" / "epoch003_rank0.npz").is_file()
+
+
+def test_graph_against_all_samples_trains_on_two_workers(local_ray, tmp_path):
+    """loss.graph_scope all: the clustering actor sends the image features back and each
+    gloo worker keeps the instance memory of all N images (updates gathered)."""
+    outcome = run_training(
+        smoke_config(tmp_path, "train.epochs=1", "loss.graph_scope=all"), run_name="itest-all"
+    )
+    assert outcome.metrics["epoch"] == 1
+    client = MlflowClient(outcome.tracking_uri)
+    (graph_loss,) = client.get_metric_history(outcome.mlflow_run_id, "L_g")
+    assert 0 < graph_loss.value < 2  # a mean of (1 -+ cos) over pairs

@@ -43,6 +43,9 @@ class ClusterResult:
     img_centroids: np.ndarray
     txt_centroids: np.ndarray
     txt_centroids_by_img: np.ndarray | None = None
+    # float32[N, D] image features of the epoch, for L_g against all N
+    # (``loss.graph_scope: all``); None otherwise (N x D is not small).
+    img_features: np.ndarray | None = None
     # Camera proxies (when the cameras are known): int64[N] proxy of each sample,
     # float32[P, D] their image centroids, int64[P] their cameras.
     y_proxy: np.ndarray | None = None
@@ -75,6 +78,8 @@ class ClusteringStep:
         true_image_labels: use ``true_ids`` as the image pseudo-labels instead of clustering
             the image features: a diagnostic ceiling (what the schedule reaches with perfect
             labels; ``benchmarks/train_local.py --true-image-labels``), never a method.
+        keep_image_features: return the image features in the result (L_g against all N,
+            ``LossConfig.graph_over_all``).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class ClusteringStep:
         taus: tuple[tuple[int, ...], ...] = tuple(tuple(sorted(t)) for t in TAU_PRESETS.values()),
         dense_dictionary_max_n: int = 20_000,
         true_image_labels: bool = False,
+        keep_image_features: bool = False,
     ) -> None:
         if true_image_labels and true_ids is None:
             raise ValueError("true_image_labels needs the true ids of the samples")
@@ -97,6 +103,7 @@ class ClusteringStep:
             else None
         )
         self.cluster = cluster
+        self.keep_image_features = keep_image_features
         self.dic_backend = graph.dic_backend
         self.taus = tuple(tuple(t) for t in taus)
         self.dense_dictionary_max_n = dense_dictionary_max_n
@@ -151,6 +158,7 @@ class ClusteringStep:
             img_centroids=centroids["img"],
             txt_centroids=centroids["txt"],
             txt_centroids_by_img=by_img.numpy().astype(np.float32),
+            img_features=np.asarray(img, dtype=np.float32) if self.keep_image_features else None,
             stats=stats,
             timings=timings,
             **proxies,

@@ -20,8 +20,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from viewcoop_core.engine.extract import PromptInputs, extract_features
-from viewcoop_core.engine.train import EpochLabels
-from viewcoop_core.graph import batch_dictionary, graph_edges
+from viewcoop_core.engine.train import EpochLabels, graph_positives
 from viewcoop_core.losses import ViewCoOpLoss
 from viewcoop_core.models.model import ViewCoOpModel
 
@@ -113,16 +112,24 @@ def loss_gradient_norms(
     encoder, for one batch. Uses a copy of the loss (memories and gather untouched) and
     the unwrapped model (no collectives)."""
     loss_fn = copy.deepcopy(loss_fn)
-    for memory in (loss_fn.image_memory, loss_fn.text_memory, loss_fn.proxy_memory):
+    memories = (
+        loss_fn.image_memory,
+        loss_fn.text_memory,
+        loss_fn.proxy_memory,
+        loss_fn.instance_memory,
+    )
+    for memory in memories:
         memory.gather = None
     device = next(model.parameters()).device
     idx = batch["index"]
     b_img, b_txt = labels.y_img[idx].to(device), labels.y_txt[idx].to(device)
     rows = {**prompts.rows(idx, device), "cluster_ids": b_img}
     img, txt = model(batch["image"].to(device), **rows, with_text=True)
-    positive = graph_edges(batch_dictionary(b_img, b_txt), tau) if "g" in loss_fn.terms else None
+    positive = None
+    if "g" in loss_fn.terms:
+        positive = graph_positives(labels, idx, tau, loss_fn.graph_over_all, device)
     b_proxy = None if labels.y_proxy is None else labels.y_proxy[idx].to(device)
-    terms = loss_fn(img, txt, b_img, b_txt, positive, b_proxy)
+    terms = loss_fn(img, txt, b_img, b_txt, positive, b_proxy, batch_index=idx.to(device))
     groups = {
         "text": [p for p in model.text_parameters() if p.requires_grad],
         "image": [p for p in model.clip.visual.parameters() if p.requires_grad],

@@ -109,6 +109,13 @@ def train_on_clustering(
         torch.tensor(result.img_centroids, device=setup.device),
         torch.tensor(text_targets, device=setup.device),
     )
+    if setup.loss_fn.graph_over_all:
+        if result.img_features is None:
+            raise ValueError(
+                "loss.graph_scope 'all' needs the epoch's image features: build the "
+                "ClusteringStep with keep_image_features=True"
+            )
+        setup.loss_fn.reset_instances(torch.tensor(result.img_features, device=setup.device))
     y_proxy = None
     if setup.loss_fn.uses_camera_proxies:
         if result.y_proxy is None:

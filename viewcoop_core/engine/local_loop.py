@@ -77,6 +77,7 @@ def train_locally(
         camids,
         device=str(device),
         true_image_labels=true_image_labels,
+        keep_image_features=cfg.loss.graph_over_all,
     )
     samples = comps.dataset.train
     prev_labels = None

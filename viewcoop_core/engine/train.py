@@ -25,7 +25,7 @@ from viewcoop_core.data.image_dataset import ImageDataset
 from viewcoop_core.data.sampler import PKSampler
 from viewcoop_core.data.types import ReidSample
 from viewcoop_core.engine.extract import PromptInputs, autocast
-from viewcoop_core.graph import batch_dictionary, graph_edges
+from viewcoop_core.graph import batch_dictionary, dictionary_rows, graph_edges
 from viewcoop_core.losses import ViewCoOpLoss
 from viewcoop_core.models.model import ViewCoOpModel
 from viewcoop_core.models.prompts import clause_orders
@@ -168,13 +168,29 @@ def extraction_clause_order(
     return epoch_clause_order(num_samples, epoch, seed, shuffle)
 
 
+def graph_positives(
+    labels: EpochLabels, index: Tensor, tau: Sequence[int], over_all: bool, device: torch.device
+) -> Tensor:
+    """The batch's rows of the mutual graph (Eq. 4-5): each sample's positive set.
+
+    ``index`` long [B]: the samples' training-set indices. Among the batch, bool [B, B];
+    with ``over_all`` (``loss.graph_scope: all``) against every training image, bool
+    [B, N]. Self pairs are never edges. Built from the labels alone, on ``device``."""
+    b_img, b_txt = labels.y_img[index].to(device), labels.y_txt[index].to(device)
+    if not over_all:
+        return graph_edges(batch_dictionary(b_img, b_txt), tau)
+    dic = dictionary_rows(labels.y_img.to(device), labels.y_txt.to(device), index.to(device))
+    return graph_edges(dic, tau, rows=index)
+
+
 def train_step(
     state: TrainState, batch: dict, labels: EpochLabels, prompts: PromptInputs
 ) -> dict[str, Tensor]:
     """One P x K batch: forward, the batch's graph rows, Eq. 9, one backward, one step.
 
-    The graph rows are each sample's positive set among the batch (Eq. 5: its graph
-    neighbours under Eq. 4's tau; every other sample is a negative), which L_g reads.
+    The graph rows are each sample's positive set among the batch, or among all N
+    training images with ``loss.graph_scope: all`` (Eq. 5: its graph neighbours under
+    Eq. 4's tau; every other sample is a negative), which L_g reads.
 
     The prompt's cluster ids are the batch's image pseudo-labels of this epoch (coop and
     uncoop hold one context row per image cluster); view percents and clause order come
@@ -190,10 +206,16 @@ def train_step(
         img, txt = state.model(images, **rows, with_text=state.with_text)
     positive = None
     if "g" in state.loss_fn.terms:
-        positive = graph_edges(batch_dictionary(b_img, b_txt), state.tau)
+        positive = graph_positives(labels, idx, state.tau, state.loss_fn.graph_over_all, device)
     b_proxy = None if labels.y_proxy is None else labels.y_proxy[idx].to(device)
     terms = state.loss_fn(
-        img.float(), None if txt is None else txt.float(), b_img, b_txt, positive, b_proxy
+        img.float(),
+        None if txt is None else txt.float(),
+        b_img,
+        b_txt,
+        positive,
+        b_proxy,
+        batch_index=idx.to(device),
     )
     state.optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()

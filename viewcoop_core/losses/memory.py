@@ -210,7 +210,7 @@ class ClusterMemory(nn.Module):
             )
         else:
             loss = F.cross_entropy(self.logits(features, labels), labels, ignore_index=IGNORE_LABEL)
-        self._update(features.detach(), labels)
+        self.update(features.detach(), labels)
         return loss
 
     def logits(self, features: Tensor, labels: Tensor) -> Tensor:
@@ -218,7 +218,10 @@ class ClusterMemory(nn.Module):
         return features @ self.memory.t() / self.temperature
 
     @torch.no_grad()
-    def _update(self, features: Tensor, labels: Tensor) -> None:
+    def update(self, features: Tensor, labels: Tensor) -> None:
+        """Momentum-update the rows ``labels`` [B] (-1 ignored) with ``features`` [B, D]
+        (every rank's, when data-parallel). Rows may be clusters or, for an instance
+        memory, sample indices."""
         # Every rank gathers on every step, also when its own batch has no valid label:
         # a rank that skipped the collective would deadlock the others.
         if self.gather is not None:

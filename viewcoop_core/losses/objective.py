@@ -8,7 +8,8 @@
 * ``L_t`` (Eq. 7): :func:`~viewcoop_core.losses.terms.text_cluster_loss`, the same
   memory cross-entropy for the text features against the text centroids with the
   text pseudo-labels y^t;
-* ``L_g`` (Eq. 6): :func:`graph_constraint_loss`, on the image features;
+* ``L_g`` (Eq. 6): :func:`graph_constraint_loss`, on the image features, against the
+  batch or (``loss.graph_scope: all``) an instance memory of all N image features;
 * ``L_cm`` (Eq. 8): :func:`cross_modal_loss`, image against text features.
 
 Gradient routing (the contract every caller relies on; stated here once). The paper updates the image encoder with L_v + L_g + L_cm and the
@@ -75,6 +76,20 @@ class ViewCoOpLoss(nn.Module):
         self.image_memory = ClusterMemory(num_features, temperature, momentum, gather)
         self.text_memory = ClusterMemory(num_features, temperature, momentum, gather)
         self.proxy_memory = CameraProxyMemory(num_features, temperature, momentum, gather)
+        # One row per training image (``loss.graph_scope: all``), refreshed every epoch
+        # from the extracted features and momentum-updated by each batch, as the
+        # cluster memories are; the rows are sample indices.
+        self.instance_memory = ClusterMemory(num_features, temperature, momentum, gather)
+
+    @property
+    def graph_over_all(self) -> bool:
+        """Whether L_g is active and evaluated against all N training images."""
+        return self.config.graph_over_all
+
+    def reset_instances(self, features: Tensor) -> None:
+        """The instance memory of ``loss.graph_scope: all``: image features [N, D] of
+        every training image, row n = sample n (normalised here)."""
+        self.instance_memory.reset(features)
 
     @property
     def uses_camera_proxies(self) -> bool:
@@ -114,6 +129,7 @@ class ViewCoOpLoss(nn.Module):
         y_txt: Tensor | None = None,
         graph_positive: Tensor | None = None,
         y_proxy: Tensor | None = None,
+        batch_index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Eq. 9: the active loss terms and their sum (L_v + L_t + L_g + L_cm).
 
@@ -122,8 +138,12 @@ class ViewCoOpLoss(nn.Module):
             text_features: float [B, D] from the text encoder; needed for L_t and L_cm.
             y_img: long [B] visual pseudo-labels (-1 ignored).
             y_txt: long [B] text pseudo-labels (-1 ignored); needed for L_t.
-            graph_positive: bool [B, B] mutual-graph edges among the batch; needed for L_g.
+            graph_positive: bool mutual-graph edges of the batch's samples, needed for L_g:
+                [B, B] among the batch, or [B, N] to every training image with
+                ``loss.graph_scope: all``.
             y_proxy: long [B] camera-proxy ids (-1 ignored); needed with camera proxies.
+            batch_index: long [B] training-set index of each sample; needed with
+                ``loss.graph_scope: all`` (the rows of the instance memory).
 
         Returns:
             ``{term_key: scalar, ..., "loss": scalar}``. Updates the memories.
@@ -143,11 +163,33 @@ class ViewCoOpLoss(nn.Module):
             targets = y_img if self.text_targets_are_image_clusters else y_txt
             out["L_t"] = text_cluster_loss(self.text_memory, text_features, targets)
         if "g" in self.terms:
-            out["L_g"] = graph_constraint_loss(image_unit, graph_positive)
+            out["L_g"] = self.graph_constraint(image_unit, graph_positive, batch_index)
         if "cm" in self.terms:
             out["L_cm"] = self.cross_modal(image_unit, text_features, y_img)
         out["loss"] = torch.stack(list(out.values())).sum()
         return out
+
+    def graph_constraint(
+        self, image_unit: Tensor, positive: Tensor, batch_index: Tensor | None
+    ) -> Tensor:
+        """L_g in the configured scope and weighting; updates the instance memory."""
+        weighting = self.config.graph_weighting
+        if not self.graph_over_all:
+            return graph_constraint_loss(image_unit, positive, weighting=weighting)
+        if batch_index is None:
+            raise ValueError("loss.graph_scope 'all' needs batch_index, the samples' indices")
+        if self.instance_memory.num_clusters == 0:
+            raise ValueError("loss.graph_scope 'all': reset_instances() before training")
+        batch_index = batch_index.to(device=image_unit.device, dtype=torch.long)
+        loss = graph_constraint_loss(
+            image_unit,
+            positive,
+            partners=self.instance_memory.memory,
+            self_index=batch_index,
+            weighting=weighting,
+        )
+        self.instance_memory.update(image_unit.detach(), batch_index)
+        return loss
 
     def cross_modal(self, image_unit: Tensor, text_features: Tensor, y_img: Tensor) -> Tensor:
         """L_cm in the configured form (Eq. 8 as printed, or CLIP's InfoNCE)."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from viewcoop_core.losses.memory import IGNORE_LABEL, ClusterMemory
+from viewcoop_core.vocabulary import GRAPH_WEIGHTINGS
 
 
 def _in_graph_zero(x: Tensor) -> Tensor:
@@ -67,45 +68,77 @@ def batch_hard_triplet(features: Tensor, labels: Tensor, margin: float = 0.3) ->
     return hinge.sum() / eligible.sum().clamp(min=1)
 
 
-def graph_constraint_loss(features: Tensor, positive: Tensor) -> Tensor:
-    """Graph-aware constraint loss L_g (Eq. 6), evaluated in-batch.
+def graph_constraint_loss(
+    features: Tensor,
+    positive: Tensor,
+    partners: Tensor | None = None,
+    self_index: Tensor | None = None,
+    weighting: str = "pairs",
+) -> Tensor:
+    """Graph-aware constraint loss L_g (Eq. 6): anchors against their graph partners.
 
-    For each anchor j and every other sample k != j of the batch:
+    For each anchor j (a row of ``features``) and each partner k other than j itself:
     ``1 - cos(f_j, f_k)`` when k is a graph neighbour of j (``positive[j, k]``), else
-    ``1 + cos(f_j, f_k)``. The sum is divided by the number of ordered pairs B(B-1).
+    ``1 + cos(f_j, f_k)``.
 
-    In-batch rather than against all N samples: the P x K pseudo-identity sampler puts
-    K - 1 same-cluster (hence graph-neighbour, for tau containing 1 or 2) samples beside
-    every anchor, so each batch has positives; an all-N version would need an instance
-    memory of N features refreshed by momentum, which the paper does not describe.
+    Partners (``loss.graph_scope``): by default the batch itself (``partners`` None;
+    ``positive`` [B, B], the diagonal is the self pair). With ``partners`` [M, D], e.g.
+    the instance memory of all N training images (Eq. 6 sums over the whole data
+    distribution), ``positive`` is [B, M] and ``self_index`` [B] gives the column of each
+    anchor's own row (or -1 when it has none), which is left out. Only the anchors get a
+    gradient; the partners are read detached.
 
-    Normalisation: Eq. 6 divides the sum over anchors and their N - 1 partners by N,
-    i.e. the mean per-anchor SUM, which grows with the number of partners. Dividing by
-    B(B-1) instead gives the mean per pair, in [0, 2], independent of the batch size
-    and on the same scale as L_cm (Eq. 8, a mean over B^2 pairs). The two differ by the
-    constant factor B - 1, i.e. only in L_g's weight within Eq. 9.
+    Weighting (``loss.graph_weighting``):
+    * ``pairs``: the mean over all (anchor, partner) pairs. Eq. 6 divides each anchor's
+      sum over its N - 1 partners by N, i.e. the same up to a constant factor. The
+      positives' share of the gradient is their share of the pairs (in-batch about
+      (K - 1) / (B - 1); against all N, a cluster's share of the data).
+    * ``sets``: per anchor, the mean over its positives plus the mean over its negatives,
+      then the mean over anchors: the graph's neighbours pull as hard as the rest push,
+      however few they are among N.
 
     Args:
-        features: float [B, D] image features (normalised here; cosine is scale-free).
-        positive: bool [B, B], ``positive[j, k]`` = edge between j and k in the mutual
-            graph (Eq. 4). The diagonal is ignored.
+        features: float [B, D] image features of the batch (normalised here).
+        positive: bool [B, M] (M = B in-batch) graph edges, Eq. 4.
+        partners: float [M, D] partner features, or None for the batch itself.
+        self_index: long [B], each anchor's own column among the partners (-1: none);
+            needed with ``partners``.
+        weighting: ``pairs`` or ``sets``.
 
     Returns:
-        Scalar; an in-graph zero for B < 2.
+        Scalar; an in-graph zero when no anchor has a partner.
     """
     batch = features.shape[0]
-    if positive.shape != (batch, batch) or positive.dtype != torch.bool:
+    columns = batch if partners is None else partners.shape[0]
+    if positive.shape != (batch, columns) or positive.dtype != torch.bool:
         raise ValueError(
-            f"positive must be a bool [{batch}, {batch}] mask, "
+            f"positive must be a bool [{batch}, {columns}] mask, "
             f"got {positive.dtype} {tuple(positive.shape)}"
         )
-    if batch < 2:
-        return _in_graph_zero(features)
+    if weighting not in GRAPH_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {GRAPH_WEIGHTINGS}, got {weighting!r}")
     unit = F.normalize(features, dim=1)
-    cos = unit @ unit.t()
-    per_pair = torch.where(positive, 1.0 - cos, 1.0 + cos)
-    not_self = ~torch.eye(batch, dtype=torch.bool, device=features.device)
-    return (per_pair * not_self).sum() / (batch * (batch - 1))
+    if partners is None:
+        other = unit
+        not_self = ~torch.eye(batch, dtype=torch.bool, device=features.device)
+    else:
+        if self_index is None or self_index.shape != (batch,):
+            raise ValueError(f"self_index must be [{batch}] with partners, got {self_index}")
+        other = F.normalize(partners.detach().to(unit.dtype), dim=1)
+        not_self = torch.ones(batch, columns, dtype=torch.bool, device=features.device)
+        has_self = self_index >= 0
+        rows = torch.arange(batch, device=features.device)[has_self]
+        not_self[rows, self_index[has_self].to(features.device)] = False
+    if not bool(not_self.any()):
+        return _in_graph_zero(features)
+    cos = unit @ other.t()
+    pull, push = positive & not_self, ~positive & not_self
+    if weighting == "pairs":
+        per_pair = torch.where(positive, 1.0 - cos, 1.0 + cos)
+        return (per_pair * not_self).sum() / not_self.sum()
+    pulled = ((1.0 - cos) * pull).sum(1) / pull.sum(1).clamp(min=1)
+    pushed = ((1.0 + cos) * push).sum(1) / push.sum(1).clamp(min=1)
+    return (pulled + pushed).mean()
 
 
 def _check_pairs(image_features: Tensor, text_features: Tensor) -> int:
