@@ -20,6 +20,7 @@ from viewcoop_core.config_infra import RayConfig, TrackingConfig  # noqa: F401 -
 from viewcoop_core.config_tree import (  # noqa: F401 - re-exported
     ConfigError,
     _require,
+    _require_choice,
     _require_text,
     apply_overrides,
     build_dataclass,
@@ -93,12 +94,7 @@ class PromptConfig:
     meta_net_reduction: int = 16
 
     def __post_init__(self) -> None:
-        _require(
-            self.variant in PROMPT_VARIANTS,
-            "prompt.variant",
-            self.variant,
-            f"one of {PROMPT_VARIANTS}",
-        )
+        _require_choice(self.variant, PROMPT_VARIANTS, "prompt.variant")
         _require(self.num_ctx >= 1, "prompt.num_ctx", self.num_ctx, "an int >= 1")
         _require(
             self.meta_net_reduction >= 1,
@@ -130,12 +126,7 @@ class ViewsConfig:
             self.patch_size,
             f"one of {PATCH_SIZES} or 'pixel'",
         )
-        _require(
-            self.patch_reading in PATCH_READINGS,
-            "views.patch_reading",
-            self.patch_reading,
-            f"one of {PATCH_READINGS}",
-        )
+        _require_choice(self.patch_reading, PATCH_READINGS, "views.patch_reading")
 
     def patch_pixels(self, image_size: int) -> int | None:
         """Patch side in pixels on an ``image_size`` input, None for pixel-level ratios."""
@@ -178,18 +169,8 @@ class ClusterConfig:
         _require(
             self.k1 >= 2 and self.k2 >= 1, "cluster.k1/k2", (self.k1, self.k2), "k1 >= 2, k2 >= 1"
         )
-        _require(
-            self.backend in DBSCAN_BACKEND_CHOICES,
-            "cluster.backend",
-            self.backend,
-            f"one of {DBSCAN_BACKEND_CHOICES}",
-        )
-        _require(
-            self.camera_norm in CAMERA_NORMS,
-            "cluster.camera_norm",
-            self.camera_norm,
-            f"one of {CAMERA_NORMS}",
-        )
+        _require_choice(self.backend, DBSCAN_BACKEND_CHOICES, "cluster.backend")
+        _require_choice(self.camera_norm, CAMERA_NORMS, "cluster.camera_norm")
         _require(
             self.neighbourhood in JACCARD_NEIGHBOURHOODS
             and not (self.neighbourhood == "k1" and self.k1 < 2),
@@ -208,12 +189,7 @@ class GraphConfig:
 
     def __post_init__(self) -> None:
         self.tau = list(resolve_tau(self.tau))
-        _require(
-            self.dic_backend in DICTIONARY_BACKEND_CHOICES,
-            "graph.dic_backend",
-            self.dic_backend,
-            f"one of {DICTIONARY_BACKEND_CHOICES}",
-        )
+        _require_choice(self.dic_backend, DICTIONARY_BACKEND_CHOICES, "graph.dic_backend")
 
 
 def resolve_tau(value: Any) -> tuple[int, ...]:
@@ -256,38 +232,18 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         self.terms = list(resolve_loss_terms(self.terms))
-        _require(
-            self.graph_scope in GRAPH_SCOPES,
-            "loss.graph_scope",
-            self.graph_scope,
-            f"one of {GRAPH_SCOPES}",
-        )
-        _require(
-            self.graph_weighting in GRAPH_WEIGHTINGS,
-            "loss.graph_weighting",
-            self.graph_weighting,
-            f"one of {GRAPH_WEIGHTINGS}",
-        )
+        _require_choice(self.graph_scope, GRAPH_SCOPES, "loss.graph_scope")
+        _require_choice(self.graph_weighting, GRAPH_WEIGHTINGS, "loss.graph_weighting")
         _require(self.temperature > 0, "loss.temperature", self.temperature, "a number > 0")
         _require(0 <= self.momentum <= 1, "loss.momentum", self.momentum, "a number in [0, 1]")
         _require(self.margin >= 0, "loss.margin", self.margin, "a number >= 0")
-        _require(self.cm_form in CM_FORMS, "loss.cm_form", self.cm_form, f"one of {CM_FORMS}")
+        _require_choice(self.cm_form, CM_FORMS, "loss.cm_form")
         _require(self.cm_temperature > 0, "loss.cm_temperature", self.cm_temperature, "> 0")
         _require(
             self.camera_proxies >= 0, "loss.camera_proxies", self.camera_proxies, "a weight >= 0"
         )
-        _require(
-            self.cm_positives in CM_POSITIVES,
-            "loss.cm_positives",
-            self.cm_positives,
-            f"one of {CM_POSITIVES}",
-        )
-        _require(
-            self.text_targets in TEXT_TARGETS,
-            "loss.text_targets",
-            self.text_targets,
-            f"one of {TEXT_TARGETS}",
-        )
+        _require_choice(self.cm_positives, CM_POSITIVES, "loss.cm_positives")
+        _require_choice(self.text_targets, TEXT_TARGETS, "loss.text_targets")
 
     @property
     def graph_over_all(self) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from viewcoop_core.config_tree import _require, _require_text
+from viewcoop_core.config_tree import _require, _require_choice, _require_text
 from viewcoop_core.synthetic.spec import SyntheticSpec
 from viewcoop_core.vocabulary import DATASET_NAMES
 
@@ -60,9 +60,7 @@ class DataConfig:
             self.view_parser_device,
             "'auto', 'cpu', 'cuda' or 'cuda:<index>'",
         )
-        _require(
-            self.dataset in DATASET_NAMES, "data.dataset", self.dataset, f"one of {DATASET_NAMES}"
-        )
+        _require_choice(self.dataset, DATASET_NAMES, "data.dataset")
         _require_text(self.root, "data.root")
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an int >= 0")
         _require(

@@ -158,5 +158,9 @@ def _require(ok: bool, field_path: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{field_path}={value!r} is not allowed; expected {allowed}")
 
 
+def _require_choice(value: Any, choices: tuple, field_path: str) -> None:
+    _require(value in choices, field_path, value, f"one of {choices}")
+
+
 def _require_text(value: str, field_path: str) -> None:
     _require(bool(value.strip()), field_path, value, "a non-empty string")
