@@ -171,7 +171,7 @@ def extraction_clause_order(
 def graph_positives(
     labels: EpochLabels, index: Tensor, tau: Sequence[int], over_all: bool, device: torch.device
 ) -> Tensor:
-    """The batch's rows of the mutual graph (Eq. 4-5): each sample's positive set.
+    """The batch's rows of the mutual graph (Eq. 4): each sample's positive set (Eq. 5).
 
     ``index`` long [B]: the samples' training-set indices. Among the batch, bool [B, B];
     with ``over_all`` (``loss.graph_scope: all``) against every training image, bool
