@@ -5,7 +5,9 @@ Ray Train worker (extract, cluster, train, evaluate) in one process: the quick w
 compare settings on a CPU. Prints one line per epoch (mAP, R1, the ARI of the image and
 text pseudo-labels against the true ids, k-NN identity precision of image and text
 features, the share of text-feature variance due to the image / the view percentages /
-the clause order) and a last line per seed; ``--json`` keeps every row. The README's
+the clause order; the precision of the graph edges only the text adds, same text cluster
+and not the same image cluster, and the share of same-identity pairs they find) and a
+last line per seed; ``--json`` keeps every row. The README's
 option measurements ("Defaults that depart from the printed paper") were made with it:
 
     python benchmarks/train_local.py experiments/table1_modules.yaml --profile bench \\
@@ -39,6 +41,8 @@ COLUMNS = (
     "txt_var_image",
     "txt_var_view",
     "txt_var_order",
+    "graph_precision_txt_only",
+    "graph_recall_txt_only",
 )
 
 

@@ -34,6 +34,7 @@ from viewcoop_core.vocabulary import (
     CM_POSITIVES,
     DBSCAN_BACKEND_CHOICES,
     DICTIONARY_BACKEND_CHOICES,
+    GRAPH_POSITIVES,
     GRAPH_SCOPES,
     GRAPH_WEIGHTINGS,
     JACCARD_NEIGHBOURHOODS,
@@ -216,6 +217,10 @@ class LossConfig:
     through an instance memory of their image features (``all``, Eq. 6's sum over the
     data); ``graph_weighting``: its mean over pairs (``pairs``, Eq. 6 up to a constant)
     or over positives and negatives apart (``sets``); ``terms.graph_constraint_loss``.
+    ``graph_positives``: each sample's positive set in L_g, its mutual-graph neighbours
+    (``mutual``, Eq. 5), its image pseudo-identity's mates (``image``: the graph without
+    the text) or none (``none``: L_g only pushes apart); the last two are diagnostics of
+    what the text's edges add.
     """
 
     terms: list[str] | str = "full"
@@ -229,11 +234,13 @@ class LossConfig:
     camera_proxies: float = 0.0
     graph_scope: str = "batch"
     graph_weighting: str = "pairs"
+    graph_positives: str = "mutual"
 
     def __post_init__(self) -> None:
         self.terms = list(resolve_loss_terms(self.terms))
         _require_choice(self.graph_scope, GRAPH_SCOPES, "loss.graph_scope")
         _require_choice(self.graph_weighting, GRAPH_WEIGHTINGS, "loss.graph_weighting")
+        _require_choice(self.graph_positives, GRAPH_POSITIVES, "loss.graph_positives")
         _require(self.temperature > 0, "loss.temperature", self.temperature, "a number > 0")
         _require(0 <= self.momentum <= 1, "loss.momentum", self.momentum, "a number in [0, 1]")
         _require(self.margin >= 0, "loss.margin", self.margin, "a number >= 0")

@@ -183,6 +183,9 @@ GRAPH_SCOPES: tuple[str, ...] = ("batch", "all")
 """L_g's partners: the batch, or all N training images (an instance memory; Eq. 6)."""
 GRAPH_WEIGHTINGS: tuple[str, ...] = ("pairs", "sets")
 """L_g's average: over pairs (Eq. 6 up to a constant), or positives and negatives apart."""
+GRAPH_POSITIVES: tuple[str, ...] = ("mutual", "image", "none")
+"""L_g's positive sets: the mutual graph's neighbours (Eq. 4-5, the paper), the image
+pseudo-identity's mates alone (no text in the graph), or none (L_g only repels)."""
 
 
 def needs_text(terms: Iterable[str]) -> bool:

@@ -103,7 +103,7 @@ def test_a_profile_file_extends_another_and_a_loop_is_refused(tmp_path):
         load_config(path, profile="wide")
 
 
-def test_the_bench_small_profile_is_the_bench_profile_on_the_wider_clip():
+def test_the_bench_small_profile_is_the_bench_profile_on_the_wider_clip_with_eq7_targets():
     for table in ("table1_modules", "table2_prompts", "table3_tau", "table4_patch"):
         bench = load_config(REPO / f"experiments/{table}.yaml", profile="bench")
         small = load_config(REPO / f"experiments/{table}.yaml", profile="bench-small")
@@ -112,9 +112,13 @@ def test_the_bench_small_profile_is_the_bench_profile_on_the_wider_clip():
             150,
             30,
         )
+        assert (bench.loss.text_targets, small.loss.text_targets) == (
+            "image_clusters",
+            "text_clusters",
+        )
         before = flatten(bench.to_dict())
         changed = {k for k, value in flatten(small.to_dict()).items() if before[k] != value}
-        assert changed == {"model.name", "train.iters", "cluster.k1"}
+        assert changed == {"model.name", "train.iters", "cluster.k1", "loss.text_targets"}
 
 
 @pytest.mark.parametrize(
@@ -233,6 +237,7 @@ def test_core_never_imports_ray():
         ("loss.margin=-0.3", "loss.margin"),
         ("loss.graph_scope=everything", "loss.graph_scope"),
         ("loss.graph_weighting=nodes", "loss.graph_weighting"),
+        ("loss.graph_positives=text", "loss.graph_positives"),
         ("tracking.experiment=''", "tracking.experiment"),
         ("name=a/b", "name"),
     ],

@@ -26,6 +26,16 @@ from viewcoop_core.models.prompts import build_prompt_learner
 REPO = Path(__file__).resolve().parents[2]
 
 
+def smoke_config(tmp_path: Path, *overrides: str):
+    """experiments/smoke.yaml with its dataset drawn under ``tmp_path``."""
+    from orchestrator.train import absolute_paths, ensure_dataset
+
+    path = REPO / "experiments" / "smoke.yaml"
+    cfg = absolute_paths(load_config(path, [f"data.root={tmp_path / 'data'}", *overrides]))
+    ensure_dataset(cfg)
+    return cfg
+
+
 @pytest.mark.parametrize("variant", ["coop", "uncoop", "cocoop", "viewcoop_static", "viewcoop"])
 def test_text_identity_before_the_first_clustering(variant):
     bundle = build_clip(TINY_MODEL_NAME, image_size=64)
@@ -95,16 +105,7 @@ def test_nonfinite_terms_names_the_loss_terms_only():
 
 
 def test_the_local_loop_trains_the_smoke_config_with_diagnostics(tmp_path):
-    from orchestrator.train import absolute_paths, ensure_dataset
-
-    cfg = absolute_paths(
-        load_config(
-            REPO / "experiments" / "smoke.yaml",
-            [f"data.root={tmp_path / 'data'}", "prompt.variant=coop", "train.epochs=2"],
-        )
-    )
-    ensure_dataset(cfg)
-    rows = train_locally(cfg)
+    rows = train_locally(smoke_config(tmp_path, "prompt.variant=coop", "train.epochs=2"))
     assert [row["epoch"] for row in rows] == [0, 1, 2]
     assert rows[1]["txt_clusters"] == 0  # coop: no text labels before the first clustering
     for row in rows:
@@ -134,21 +135,52 @@ def test_graph_positives_against_all_samples_match_a_loop(tau):
     assert in_batch.tolist() == [[row[b] for b in index.tolist()] for row in expected]
 
 
-def test_the_local_loop_trains_with_the_graph_against_all_samples(tmp_path):
-    from orchestrator.train import absolute_paths, ensure_dataset
+@pytest.mark.parametrize("over_all", [True, False])
+def test_graph_positives_of_image_mates_or_none_match_a_loop(over_all):
+    """loss.graph_positives: ``image`` keeps the mates of the same image pseudo-identity
+    (outliers have none, self is never one), whatever the text says; ``none`` keeps none."""
+    y_img = torch.tensor([0, 0, 1, 1, 2, -1, 2, 0, -1, 1])
+    y_txt = torch.tensor([3, 0, 0, 1, 1, 1, -1, 3, -1, 2])
+    labels = EpochLabels(y_img, y_txt)
+    index = torch.tensor([7, 2, 5, 8, 0, 3])
+    partners = range(len(y_img)) if over_all else index.tolist()
+    expected = [
+        [b != a and bool(y_img[a] >= 0 and y_img[a] == y_img[b]) for b in partners]
+        for a in index.tolist()
+    ]
+    cpu = torch.device("cpu")
+    got = graph_positives(labels, index, (1, 2), over_all, cpu, source="image")
+    assert got.tolist() == expected
+    assert any(map(any, expected))  # the case is not vacuous
+    none = graph_positives(labels, index, (1, 2), over_all, cpu, source="none")
+    assert none.shape == got.shape and not none.any()
+    with pytest.raises(ValueError, match="'text'"):
+        graph_positives(labels, index, (1, 2), over_all, cpu, source="text")
 
-    cfg = absolute_paths(
-        load_config(
-            REPO / "experiments" / "smoke.yaml",
-            [
-                f"data.root={tmp_path / 'data'}",
-                "train.epochs=1",
-                "loss.graph_scope=all",
-                "loss.graph_weighting=sets",
-            ],
-        )
+
+def test_the_local_loop_hands_l_g_the_chosen_positives(tmp_path, monkeypatch):
+    """The option reaches the training step: every batch's L_g mask is the image mates."""
+    from viewcoop_core.engine import train as train_module
+
+    seen = []
+
+    def recording(labels, index, tau, over_all, device, source="mutual"):
+        mask = graph_positives(labels, index, tau, over_all, device, source)
+        y = labels.y_img[index]
+        mates = (y[:, None] == y[None, :]) & (y[:, None] >= 0) & ~torch.eye(len(y)).bool()
+        seen.append((source, torch.equal(mask, mates)))
+        return mask
+
+    monkeypatch.setattr(train_module, "graph_positives", recording)
+    rows = train_locally(smoke_config(tmp_path, "train.epochs=1", "loss.graph_positives=image"))
+    assert rows[1]["skipped_training"] == 0.0
+    assert seen and all(item == ("image", True) for item in seen)
+
+
+def test_the_local_loop_trains_with_the_graph_against_all_samples(tmp_path):
+    cfg = smoke_config(
+        tmp_path, "train.epochs=1", "loss.graph_scope=all", "loss.graph_weighting=sets"
     )
-    ensure_dataset(cfg)
     rows = train_locally(cfg)
     assert rows[1]["skipped_training"] == 0.0
     # With "sets" each anchor's term is a mean of (1 - cos) plus one of (1 + cos): in [0, 4].

@@ -332,6 +332,9 @@ def dense_statistics(y_img, y_txt, ids, taus) -> dict[str, float]:
     for key, rel in (("img", same_img), ("txt", same_txt)):
         out[f"precision_{key}"] = ratio((rel & same_id).sum(), rel.sum())
         out[f"recall_{key}"] = ratio((rel & same_id).sum(), same_id.sum())
+    for key, rel in (("txt_only", same_txt & ~same_img), ("img_only", same_img & ~same_txt)):
+        out[f"precision_{key}"] = ratio((rel & same_id).sum(), rel.sum())
+        out[f"recall_{key}"] = ratio((rel & same_id).sum(), same_id.sum())
     return out
 
 

@@ -127,7 +127,9 @@ def loss_gradient_norms(
     img, txt = model(batch["image"].to(device), **rows, with_text=True)
     positive = None
     if "g" in loss_fn.terms:
-        positive = graph_positives(labels, idx, tau, loss_fn.graph_over_all, device)
+        positive = graph_positives(
+            labels, idx, tau, loss_fn.graph_over_all, device, loss_fn.config.graph_positives
+        )
     b_proxy = None if labels.y_proxy is None else labels.y_proxy[idx].to(device)
     terms = loss_fn(img, txt, b_img, b_txt, positive, b_proxy, batch_index=idx.to(device))
     groups = {

@@ -29,6 +29,7 @@ from viewcoop_core.graph import batch_dictionary, dictionary_rows, graph_edges
 from viewcoop_core.losses import ViewCoOpLoss
 from viewcoop_core.models.model import ViewCoOpModel
 from viewcoop_core.models.prompts import clause_orders
+from viewcoop_core.vocabulary import GRAPH_POSITIVES
 
 PER_CLUSTER_GROUP = 2
 
@@ -169,14 +170,33 @@ def extraction_clause_order(
 
 
 def graph_positives(
-    labels: EpochLabels, index: Tensor, tau: Sequence[int], over_all: bool, device: torch.device
+    labels: EpochLabels,
+    index: Tensor,
+    tau: Sequence[int],
+    over_all: bool,
+    device: torch.device,
+    source: str = "mutual",
 ) -> Tensor:
     """The batch's rows of the mutual graph (Eq. 4): each sample's positive set (Eq. 5).
 
     ``index`` long [B]: the samples' training-set indices. Among the batch, bool [B, B];
     with ``over_all`` (``loss.graph_scope: all``) against every training image, bool
-    [B, N]. Self pairs are never edges. Built from the labels alone, on ``device``."""
+    [B, N]. Self pairs are never edges. Built from the labels alone, on ``device``.
+
+    ``source`` (``loss.graph_positives``): ``mutual`` is the graph above; ``image`` makes
+    the positives the mates of the same image pseudo-identity (no text: what the text's
+    edges add is the difference); ``none`` leaves no positives (L_g only repels)."""
+    if source not in GRAPH_POSITIVES:
+        raise ValueError(f"graph positives {source!r}: expected one of {GRAPH_POSITIVES}")
     b_img, b_txt = labels.y_img[index].to(device), labels.y_txt[index].to(device)
+    partners_img = labels.y_img.to(device) if over_all else b_img
+    if source == "none":
+        return torch.zeros(len(index), len(partners_img), dtype=torch.bool, device=device)
+    if source == "image":
+        edges = (b_img[:, None] == partners_img[None, :]) & (b_img[:, None] >= 0)
+        rows = index.to(device) if over_all else torch.arange(len(index), device=device)
+        edges[torch.arange(len(index), device=device), rows] = False
+        return edges
     if not over_all:
         return graph_edges(batch_dictionary(b_img, b_txt), tau)
     dic = dictionary_rows(labels.y_img.to(device), labels.y_txt.to(device), index.to(device))
@@ -206,7 +226,14 @@ def train_step(
         img, txt = state.model(images, **rows, with_text=state.with_text)
     positive = None
     if "g" in state.loss_fn.terms:
-        positive = graph_positives(labels, idx, state.tau, state.loss_fn.graph_over_all, device)
+        positive = graph_positives(
+            labels,
+            idx,
+            state.tau,
+            state.loss_fn.graph_over_all,
+            device,
+            state.loss_fn.config.graph_positives,
+        )
     b_proxy = None if labels.y_proxy is None else labels.y_proxy[idx].to(device)
     terms = state.loss_fn(
         img.float(),

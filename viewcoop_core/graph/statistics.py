@@ -72,7 +72,10 @@ def graph_statistics(
         (true-positive edges / edges and / same-identity pairs), plus the same for
         the single-modality relations: ``precision_img``, ``recall_img``,
         ``precision_txt``, ``recall_txt`` ("same image cluster" / "same text
-        cluster" as edges). A ratio with a zero denominator is 0.0.
+        cluster" as edges) and for the pairs one modality links and the other does not:
+        ``precision_txt_only`` / ``recall_txt_only`` (same text cluster, not the same
+        image cluster: the Dic 1 edges only the text adds) and ``precision_img_only`` /
+        ``recall_img_only``. A ratio with a zero denominator is 0.0.
     """
     yi, yt = numpy_labels(y_img, "y_img"), numpy_labels(y_txt, "y_txt")
     validate_pair(yi, yt)
@@ -115,13 +118,20 @@ def _identity_statistics(
     """Precision / recall of graph edges against "same true identity" pairs."""
     same_id = _pairs_within_groups(ids)
     tp_img, tp_txt = _pairs_within_groups(yi, ids), _pairs_within_groups(yt, ids)
-    tp_by_value = _pairs_by_dic_value(tp_img, tp_txt, _pairs_within_groups(yi, yt, ids), same_id)
+    tp_both = _pairs_within_groups(yi, yt, ids)
+    tp_by_value = _pairs_by_dic_value(tp_img, tp_txt, tp_both, same_id)
+    both = by_value[2]
     stats = {
         "same_id_pairs": float(same_id),
         "precision_img": _ratio(tp_img, same_img),
         "recall_img": _ratio(tp_img, same_id),
         "precision_txt": _ratio(tp_txt, same_txt),
         "recall_txt": _ratio(tp_txt, same_id),
+        # What each modality adds to the other: its pairs outside the Dic 2 ones.
+        "precision_txt_only": _ratio(tp_txt - tp_both, same_txt - both),
+        "recall_txt_only": _ratio(tp_txt - tp_both, same_id),
+        "precision_img_only": _ratio(tp_img - tp_both, same_img - both),
+        "recall_img_only": _ratio(tp_img - tp_both, same_id),
     }
     for tau in tau_sets:
         edges = sum(by_value[v] for v in tau)
