@@ -25,7 +25,7 @@ from viewcoop_core.data.image_dataset import ImageDataset
 from viewcoop_core.data.sampler import PKSampler
 from viewcoop_core.data.types import ReidSample
 from viewcoop_core.engine.extract import PromptInputs, autocast
-from viewcoop_core.graph import batch_dictionary, dictionary_rows, graph_edges
+from viewcoop_core.graph import OUTLIER, batch_dictionary, dictionary_rows, graph_edges
 from viewcoop_core.losses import ViewCoOpLoss
 from viewcoop_core.models.model import ViewCoOpModel
 from viewcoop_core.models.prompts import clause_orders
@@ -188,18 +188,16 @@ def graph_positives(
     edges add is the difference); ``none`` leaves no positives (L_g only repels)."""
     if source not in GRAPH_POSITIVES:
         raise ValueError(f"graph positives {source!r}: expected one of {GRAPH_POSITIVES}")
-    b_img, b_txt = labels.y_img[index].to(device), labels.y_txt[index].to(device)
-    partners_img = labels.y_img.to(device) if over_all else b_img
-    if source == "none":
-        return torch.zeros(len(index), len(partners_img), dtype=torch.bool, device=device)
-    if source == "image":
-        edges = (b_img[:, None] == partners_img[None, :]) & (b_img[:, None] >= 0)
-        rows = index.to(device) if over_all else torch.arange(len(index), device=device)
-        edges[torch.arange(len(index), device=device), rows] = False
-        return edges
+    y_img, y_txt = labels.y_img, labels.y_txt
+    if source != "mutual":
+        # The same graph with the text (and for "none" the image) labels all outliers,
+        # which agree with nothing: Dic is then 1 exactly on the image mates (or nowhere).
+        y_txt = torch.full_like(y_txt, OUTLIER)
+        y_img = y_txt if source == "none" else y_img
+        tau = (1,)
     if not over_all:
-        return graph_edges(batch_dictionary(b_img, b_txt), tau)
-    dic = dictionary_rows(labels.y_img.to(device), labels.y_txt.to(device), index.to(device))
+        return graph_edges(batch_dictionary(y_img[index].to(device), y_txt[index].to(device)), tau)
+    dic = dictionary_rows(y_img.to(device), y_txt.to(device), index.to(device))
     return graph_edges(dic, tau, rows=index)
 
 
