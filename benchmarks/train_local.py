@@ -66,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
+# The environment's entries on the console (all of them go to --json).
+ENVIRONMENT_SHOWN = ("cpu", "torch_cpu_capability", "torch_threads", "torch", "numpy", "open_clip")
+
+
 def line(seed: int, row: dict) -> str:
     cells = [f"{key} {100 * row[key]:.1f}" for key in COLUMNS if key in row]
     return f"seed {seed} epoch {int(row['epoch'])}: " + "  ".join(cells)
@@ -77,11 +81,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from orchestrator.config import load_config
     from orchestrator.prepare import absolute_paths, ensure_weights, with_view_masks
+    from viewcoop_core.engine.environment import software_environment
     from viewcoop_core.engine.local_loop import train_locally
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # What the figures were computed on: per-seed digits hold on the same machine and stack.
+    environment = software_environment()
+    print(  # noqa: T201 - a report
+        "environment: " + ", ".join(f"{k} {environment[k]}" for k in ENVIRONMENT_SHOWN)
+    )
     runs = {}
     for seed in args.seeds:
         cfg = load_config(args.config, [*args.overrides, f"train.seed={seed}"], args.profile)
@@ -102,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             "profile": args.profile,
             "overrides": args.overrides,
             "true_image_labels": args.true_image_labels,
+            "environment": environment,
         }
         Path(args.json).write_text(json.dumps({**record, "runs": runs}, indent=1, default=float))
 

@@ -23,6 +23,12 @@ import torch
 
 from viewcoop_core.config import ExperimentConfig
 from viewcoop_core.engine.checkpoint import rng_state, save_checkpoint
+from viewcoop_core.engine.environment import (
+    TAG_PREFIX,
+    environment_changes,
+    environment_tags,
+    software_environment,
+)
 from viewcoop_core.engine.results import history_markdown
 from viewcoop_core.engine.tracking import RunTracker, metric_history
 from viewcoop_core.figures.runs import make_figures
@@ -73,6 +79,22 @@ class Reporter:
             self.tracker = RunTracker(
                 mlflow["tracking_uri"], mlflow["experiment"], config["run_name"], mlflow["run_id"]
             )
+            self.record_environment()
+
+    def record_environment(self) -> None:
+        """Rank 0: the machine and software stack as ``env.*`` tags, those of the run's first
+        start kept; a resume on another machine or stack is logged with what changed."""
+        current = software_environment()
+        recorded = self.tracker.tags(TAG_PREFIX)
+        changes = environment_changes(recorded, current)
+        if changes:
+            logger.warning(
+                "the run resumes on another machine or software stack (%s): from here on its "
+                "figures can differ from an uninterrupted run's in the last digits",
+                "; ".join(changes),
+            )
+        new = {key: value for key, value in current.items() if key not in recorded}
+        self.tracker.set_tags(environment_tags(new))
 
     def logged(self, step: int, key: str = EPOCH_KEY) -> bool:
         return step in self.tracker.logged_steps(key)

@@ -3,6 +3,7 @@ the suite compares like with like), and the figures are reported as measured."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -218,3 +219,30 @@ def test_train_local_takes_overrides_before_or_after_its_options():
         )
         assert args.true_image_labels is False
     assert train_local.parse_args(["cfg.yaml", "--true-image-labels"]).true_image_labels
+
+
+def test_train_local_writes_the_environment_with_its_rows(tmp_path, capsys):
+    """The figures' digits hold on one machine and stack: the JSON says which."""
+    import train_local
+
+    out = tmp_path / "rows.json"
+    train_local.main(
+        [
+            str(REPO / "experiments" / "smoke.yaml"),
+            f"data.root={tmp_path / 'data'}",
+            "train.epochs=1",
+            "--seeds",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    record = json.loads(out.read_text())
+    assert record["environment"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["environment"]["torch_threads"] == "1"
+    assert [row["epoch"] for row in record["runs"]["0"]] == [0, 1]
+    assert (
+        f"torch_cpu_capability {torch.backends.cpu.get_cpu_capability()}" in capsys.readouterr().out
+    )

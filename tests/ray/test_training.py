@@ -4,10 +4,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 from orchestrator.config import load_config
 from orchestrator.train import run_training
+from viewcoop_core.engine.tracking import RunTracker
+from workers import reporting
 
 pytestmark = pytest.mark.ray
 
@@ -69,6 +73,10 @@ def test_mlflow_has_params_metrics_and_artifacts(trained):
         assert steps == ([0, 1, 2] if key in ("mAP", "R1") else [1, 2]), key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "results.md", "figures"} <= artifacts
+    # What rank 0 trained on, beside the config: the figures' digits hold on one stack.
+    assert run.data.tags["env.torch"] == torch.__version__
+    assert run.data.tags["env.torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert run.data.tags["env.ray"] == ray.__version__
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/fig4_distance_distributions.png" in figures
 
@@ -105,3 +113,29 @@ def test_graph_against_all_samples_trains_on_two_workers(local_ray, tmp_path):
     client = MlflowClient(outcome.tracking_uri)
     (graph_loss,) = client.get_metric_history(outcome.mlflow_run_id, "L_g")
     assert 0 < graph_loss.value < 2  # a mean of (1 -+ cos) over pairs
+
+
+def test_a_resume_on_another_stack_keeps_the_first_environment_and_says_what_changed(
+    tmp_path, monkeypatch, caplog
+):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = RunTracker(uri, "env-test", "first").run_id
+    config = {
+        "run_dir": str(tmp_path),
+        "run_name": "first",
+        "mlflow": {"tracking_uri": uri, "experiment": "env-test", "run_id": run_id},
+    }
+    first = reporting.Reporter(0, config).tracker.tags("env.")
+    assert first["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    moved = {**first, "torch_cpu_capability": "AVX512-elsewhere"}
+    monkeypatch.setattr(reporting, "software_environment", lambda: moved)
+    with caplog.at_level("WARNING", logger=reporting.__name__):
+        resumed = reporting.Reporter(0, config).tracker.tags("env.")
+    assert resumed == first
+    assert (
+        f"torch_cpu_capability: {first['torch_cpu_capability']} -> AVX512-elsewhere" in caplog.text
+    )
+    caplog.clear()
+    monkeypatch.setattr(reporting, "software_environment", lambda: first)
+    reporting.Reporter(0, config)
+    assert "resumes on another" not in caplog.text

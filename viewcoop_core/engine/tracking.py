@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from viewcoop_core.engine.results import HISTORY_COLUMNS
@@ -108,6 +108,16 @@ class RunTracker:
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        items = [RunTag(k, str(v)[:MAX_PARAM_LEN]) for k, v in tags.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[start : start + 100])
+
+    def tags(self, prefix: str = "") -> dict[str, str]:
+        """The run's tags whose key starts with ``prefix``, the prefix removed."""
+        tags = self.client.get_run(self.run_id).data.tags
+        return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
     def finish(self, failed: bool = False) -> None:
         status = RunStatus.FAILED if failed else RunStatus.FINISHED
