@@ -1,12 +1,12 @@
 """The software and hardware a run trained on, recorded with its results.
 
 A run's figures are reproducible to the digit for a config and seed on one kind of machine
-and software stack (every step is seeded and bounded by steps). Across machines they are
-not: the CPU's vector kernels (``torch.backends.cpu.get_cpu_capability()``: AVX2,
-AVX512, ...), the thread count and the library versions change the floating-point sums,
-and unsupervised training amplifies the last bits through its clustering; the per-seed
-figures then differ while their mean and spread over seeds agree (README, "Synthetic
-benchmark"). So every run records what it ran on, next to its config: rank 0 of a Ray
+and software stack (every step is seeded and bounded by steps). Across machines they need
+not be: the CPU's vector kernels (``torch.backends.cpu.get_cpu_capability()``: AVX2,
+AVX512, ...), the thread count and the library builds can change the floating-point sums,
+and unsupervised training can amplify the last bits through its clustering; on two
+machines the per-seed figures differed while their means over seeds agreed (README,
+"Synthetic benchmark"). So every run records what it ran on, next to its config: rank 0 of a Ray
 run as MLflow tags ``env.<key>``, ``benchmarks/train_local.py`` in its ``--json``.
 """
 
@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import logging
 import platform
 from collections.abc import Mapping
 
 import torch
 
-logger = logging.getLogger(__name__)
-
 # Distributions whose version can change a run's figures (or says how it ran); the key is
 # the name recorded, the value the distribution's name on PyPI.
+# torch is recorded with its build (``torch.__version__``: +cpu, +cu132, ...).
 PACKAGES = {
-    "torch": "torch",
     "torchvision": "torchvision",
     "open_clip": "open-clip-torch",
     "numpy": "numpy",
@@ -73,11 +70,14 @@ def cpu_model() -> str:
 
 
 def software_environment() -> dict[str, str]:
-    """``{name: value}`` (all strings): Python, the packages of ``PACKAGES``, the CPU, torch's
+    """``{name: value}`` (all strings): Python, torch, the packages of ``PACKAGES``, the CPU, torch's
     CPU kernel level and thread count, and the CUDA devices (``none`` without CUDA)."""
-    env = {"python": platform.python_version(), "platform": platform.platform()}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
     env.update({key: package_version(dist) for key, dist in PACKAGES.items()})
-    env["torch"] = torch.__version__  # with its build: +cpu, +cu132, ...
     env["cpu"] = cpu_model()
     env["torch_cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
     env["torch_threads"] = str(torch.get_num_threads())
