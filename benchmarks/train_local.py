@@ -16,6 +16,10 @@ option measurements ("Defaults that depart from the printed paper") were made wi
 ``--true-image-labels`` trains on the true ids instead of the image clusters: the mAP that
 perfect pseudo-labels would reach with the same backbone and schedule, the ceiling of what
 any pseudo-label improvement can show on a profile (README, "Synthetic benchmark").
+``--true-text-labels`` does the same for the text pseudo-labels only: what the
+cross-modal half (L_t, L_cm and the mutual graph in L_g) adds when the text side carries
+perfect identity and the image side is still clustered (README, "What perfect text
+pseudo-labels would add").
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train on the true ids instead of the image clusters: the ceiling that perfect "
         "pseudo-labels would reach with this schedule (a diagnostic, never a method)",
     )
+    parser.add_argument(
+        "--true-text-labels",
+        action="store_true",
+        help="the true ids as the text pseudo-labels, the image side still clustered: what "
+        "the text's half would add with perfect identity (a diagnostic, never a method)",
+    )
     # Intermixed: overrides may also follow the options (`... --profile bench a.b=1`).
     return parser.parse_intermixed_args(argv)
 
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             diagnostics=True,
             on_epoch=lambda r, s=seed: print(line(s, r)),
             true_image_labels=args.true_image_labels,
+            true_text_labels=args.true_text_labels,
         )
         print(f"seed {seed}: {time.perf_counter() - start:.0f} s")  # noqa: T201 - a report
         runs[seed] = rows
@@ -112,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             "profile": args.profile,
             "overrides": args.overrides,
             "true_image_labels": args.true_image_labels,
+            "true_text_labels": args.true_text_labels,
             "environment": environment,
         }
         Path(args.json).write_text(json.dumps({**record, "runs": runs}, indent=1, default=float))

@@ -218,7 +218,9 @@ def test_train_local_takes_overrides_before_or_after_its_options():
             [0, 1],
         )
         assert args.true_image_labels is False
+        assert args.true_text_labels is False
     assert train_local.parse_args(["cfg.yaml", "--true-image-labels"]).true_image_labels
+    assert train_local.parse_args(["cfg.yaml", "--true-text-labels"]).true_text_labels
 
 
 def test_train_local_writes_the_environment_with_its_rows(tmp_path, capsys):

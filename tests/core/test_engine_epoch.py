@@ -99,6 +99,27 @@ def test_true_image_labels_replace_the_image_clusters_by_the_ids():
         ClusteringStep(cluster, GraphConfig(), true_image_labels=True)
 
 
+def test_true_text_labels_replace_the_text_clusters_only():
+    """The text side's ceiling: text pseudo-labels are the true ids even before any text
+    identity exists (the oracle has it), the image side is still clustered, and the graph's
+    text-only edges are all same-identity pairs."""
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.array([7, 3, 11, 5]), 6)
+    img = rng.normal(size=(24, 16)).astype(np.float32)
+    cluster = ClusterConfig(eps=0.6, min_samples=2, k1=6, k2=2, backend="sklearn")
+    step = ClusteringStep(cluster, GraphConfig(), true_ids=ids, true_text_labels=True)
+    plain = ClusteringStep(cluster, GraphConfig(), true_ids=ids).run(1, img, img)
+    for identity in (True, False):
+        result = step.run(1, img, img, text_identity=identity)
+        np.testing.assert_array_equal(result.y_txt, np.repeat(np.array([2, 0, 3, 1]), 6))
+        np.testing.assert_array_equal(result.y_img, plain.y_img)
+        assert result.stats["txt_ari"] == pytest.approx(1.0)
+        assert result.num_txt_clusters == 4
+    assert result.stats["graph_precision_txt_only"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="true ids"):
+        ClusteringStep(cluster, GraphConfig(), true_text_labels=True)
+
+
 def test_nonfinite_terms_names_the_loss_terms_only():
     means = {"L_cm": float("nan"), "L_t": 1.0, "loss": float("inf"), "train_s": float("nan")}
     assert nonfinite_terms(means) == ["L_cm", "loss"]

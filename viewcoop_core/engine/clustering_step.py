@@ -78,6 +78,9 @@ class ClusteringStep:
         true_image_labels: use ``true_ids`` as the image pseudo-labels instead of clustering
             the image features: a diagnostic ceiling (what the schedule reaches with perfect
             labels; ``benchmarks/train_local.py --true-image-labels``), never a method.
+        true_text_labels: the same for the text pseudo-labels (``--true-text-labels``): what
+            the cross-modal half (L_t, L_cm, the mutual graph's L_g) can add when the text
+            side carries perfect identity, the image side still clustered.
         keep_image_features: return the image features in the result (L_g against all N,
             ``LossConfig.graph_over_all``).
     """
@@ -92,16 +95,20 @@ class ClusteringStep:
         taus: tuple[tuple[int, ...], ...] = tuple(tuple(sorted(t)) for t in TAU_PRESETS.values()),
         dense_dictionary_max_n: int = 20_000,
         true_image_labels: bool = False,
+        true_text_labels: bool = False,
         keep_image_features: bool = False,
     ) -> None:
-        if true_image_labels and true_ids is None:
-            raise ValueError("true_image_labels needs the true ids of the samples")
-        # The true ids as dense labels 0..K-1, made once: the image labels of every epoch.
-        self.fixed_image_labels = (
-            np.unique(true_ids, return_inverse=True)[1].astype(np.int32)
-            if true_image_labels
-            else None
-        )
+        oracle = {"img": true_image_labels, "txt": true_text_labels}
+        if any(oracle.values()) and true_ids is None:
+            raise ValueError(
+                "true_image_labels / true_text_labels need the true ids of the samples"
+            )
+        # The true ids as dense labels 0..K-1, made once: those modalities' labels every epoch.
+        self.fixed_labels = {
+            modality: np.unique(true_ids, return_inverse=True)[1].astype(np.int32)
+            for modality, fixed in oracle.items()
+            if fixed
+        }
         self.cluster = cluster
         self.keep_image_features = keep_image_features
         self.dic_backend = graph.dic_backend
@@ -131,8 +138,8 @@ class ClusteringStep:
         centroids = {}
         for modality, feats in (("img", img), ("txt", txt)):
             start = time.perf_counter()
-            if modality == "img" and self.fixed_image_labels is not None:
-                labels[modality] = self.fixed_image_labels.copy()
+            if modality in self.fixed_labels:
+                labels[modality] = self.fixed_labels[modality].copy()
             elif modality == "txt" and not text_identity:
                 labels[modality] = np.full(len(feats), -1, dtype=np.int32)
                 logger.info("epoch %d: no text pseudo-labels before the first clustering", epoch)

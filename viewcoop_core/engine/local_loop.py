@@ -45,14 +45,15 @@ def train_locally(
     diagnostics: bool = True,
     on_epoch: Callable[[dict[str, float]], object] | None = None,
     true_image_labels: bool = False,
+    true_text_labels: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``cfg`` for ``cfg.train.epochs`` epochs in this process; one row per epoch.
 
     Rows hold the epoch, the evaluation (every ``eval_every`` epochs, the last, and 0),
     the clustering statistics, the mean loss terms and, with ``diagnostics``, the
     feature diagnostics and per-term gradient norms. ``on_epoch`` sees each row as it
-    is made. ``true_image_labels``: train on the true ids instead of the image clusters
-    (a diagnostic ceiling; ``ClusteringStep``). Raises ``FloatingPointError`` when a loss
+    is made. ``true_image_labels`` / ``true_text_labels``: train on the true ids instead of
+    the image / text clusters (diagnostic ceilings; ``ClusteringStep``). Raises ``FloatingPointError`` when a loss
     term turns non-finite.
     """
     device = torch.device(device)
@@ -77,6 +78,7 @@ def train_locally(
         camids,
         device=str(device),
         true_image_labels=true_image_labels,
+        true_text_labels=true_text_labels,
         keep_image_features=cfg.loss.graph_over_all,
     )
     samples = comps.dataset.train
