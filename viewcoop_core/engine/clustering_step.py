@@ -104,11 +104,12 @@ class ClusteringStep:
                 "true_image_labels / true_text_labels need the true ids of the samples"
             )
         # The true ids as dense labels 0..K-1, made once: those modalities' labels every epoch.
-        self.fixed_labels = {
-            modality: np.unique(true_ids, return_inverse=True)[1].astype(np.int32)
-            for modality, fixed in oracle.items()
-            if fixed
-        }
+        dense_ids = (
+            np.unique(true_ids, return_inverse=True)[1].astype(np.int32)
+            if any(oracle.values())
+            else None
+        )
+        self.fixed_labels = {modality: dense_ids for modality, fixed in oracle.items() if fixed}
         self.cluster = cluster
         self.keep_image_features = keep_image_features
         self.dic_backend = graph.dic_backend

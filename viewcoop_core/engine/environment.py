@@ -70,8 +70,9 @@ def cpu_model() -> str:
 
 
 def software_environment() -> dict[str, str]:
-    """``{name: value}`` (all strings): Python, torch, the packages of ``PACKAGES``, the CPU, torch's
-    CPU kernel level and thread count, and the CUDA devices (``none`` without CUDA)."""
+    """``{name: value}`` (all strings): Python, torch, the packages of ``PACKAGES``, the
+    CPU, torch's CPU kernel level and thread count, and the CUDA devices (``none`` without
+    CUDA)."""
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -53,8 +53,8 @@ def train_locally(
     the clustering statistics, the mean loss terms and, with ``diagnostics``, the
     feature diagnostics and per-term gradient norms. ``on_epoch`` sees each row as it
     is made. ``true_image_labels`` / ``true_text_labels``: train on the true ids instead of
-    the image / text clusters (diagnostic ceilings; ``ClusteringStep``). Raises ``FloatingPointError`` when a loss
-    term turns non-finite.
+    the image / text clusters (diagnostic ceilings; ``ClusteringStep``). Raises
+    ``FloatingPointError`` when a loss term turns non-finite.
     """
     device = torch.device(device)
     seed_everything(cfg.train.seed)
